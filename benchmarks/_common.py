@@ -1,0 +1,97 @@
+"""What every benchmark shares: side-by-side timing and the provenance written with each result.
+
+Method: ``torch.utils.benchmark.Timer`` (it synchronises CUDA inside the timed region) with every
+candidate warmed up, then timed once per round with the candidates interleaved in a rotating order,
+so a noisy neighbour slows all candidates of a round alike. We report the median and the
+interquartile range over rounds, and ratios of medians taken in the same run.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import subprocess
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch.utils.benchmark import Timer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def provenance(device: torch.device) -> dict:
+    """Commit, library versions and device description for a result file."""
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("triton", "torchvision"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        desc = {
+            "type": "cuda",
+            "name": props.name,
+            "memory_gib": round(props.total_memory / 2**30, 1),
+        }
+        versions["cuda"] = torch.version.cuda
+    else:
+        desc = {"type": "cpu", "name": _cpu_name(), "threads": torch.get_num_threads()}
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(status) if status is not None else None,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions,
+        "device": desc,
+    }
+
+
+def time_side_by_side(
+    candidates: dict[str, Callable[[], object]], *, rounds: int, warmup: int = 2
+) -> dict[str, dict[str, float]]:
+    """Median and IQR (ms) of each candidate over ``rounds`` interleaved single runs."""
+    threads = torch.get_num_threads()
+    timers = {
+        name: Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+        for name, fn in candidates.items()
+    }
+    for timer in timers.values():
+        timer.timeit(warmup)
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    names = list(candidates)
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            samples[name].append(timers[name].timeit(1).median * 1e3)
+    out = {}
+    for name, values in samples.items():
+        q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+        out[name] = {
+            "median_ms": statistics.median(values),
+            "iqr_ms": q[2] - q[0],
+            "min_ms": min(values),
+            "rounds": len(values),
+        }
+    return out

@@ -1,0 +1,23 @@
+"""Masks as a deep-learning primitive: one mask-product core under inpainting and pruning.
+
+Convention everywhere: ``mask`` 1 = valid / keep, 0 = hole / drop.
+"""
+
+from ._checks import set_value_checks
+from .functional import gated_conv2d, mask_product, partial_conv2d, update_mask2d
+from .layers import CONV_LAYERS, GatedConv2d, PartialConv2d, VanillaConv2d, create_conv2d
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CONV_LAYERS",
+    "GatedConv2d",
+    "PartialConv2d",
+    "VanillaConv2d",
+    "create_conv2d",
+    "gated_conv2d",
+    "mask_product",
+    "partial_conv2d",
+    "set_value_checks",
+    "update_mask2d",
+]

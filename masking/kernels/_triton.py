@@ -1,0 +1,123 @@
+"""Triton kernels. Imported lazily by ``masking.kernels.dispatch``; never at package import.
+
+Every launcher returns ``None`` when its layout preconditions do not hold, so the caller falls back to
+the reference in ``masking.kernels.reference``. Under ``TRITON_INTERPRET=1`` the kernels also run on CPU
+tensors, which is how CI checks them without a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+_BLOCK = 1024
+
+
+@triton.jit
+def _mask_product_kernel(x_ptr, m_ptr, out_ptr, n, d1, d2, s0, s1, s2, BLOCK: tl.constexpr):
+    # x is contiguous and viewed as (d0, d1, d2); the mask is read through broadcast strides (s0, s1,
+    # s2), 0 along broadcast dimensions, so a pixel or channel mask is never expanded in memory.
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < n
+    i2 = offs % d2
+    rest = offs // d2
+    i1 = rest % d1
+    i0 = rest // d1
+    x = tl.load(x_ptr + offs, mask=inside)
+    m = tl.load(m_ptr + (i0 * s0 + i1 * s1 + i2 * s2), mask=inside)
+    tl.store(out_ptr + offs, x * m.to(x.dtype), mask=inside)
+
+
+def _collapse_broadcast(
+    shape: torch.Size, mask_strides: tuple[int, ...]
+) -> list[tuple[int, int]] | None:
+    """Merge dims of a contiguous tensor whose broadcast mask is also contiguous across them."""
+    dims = [(size, stride) for size, stride in zip(shape, mask_strides) if size != 1]
+    merged: list[tuple[int, int]] = []
+    for size, stride in dims:
+        if merged:
+            prev_size, prev_stride = merged[-1]
+            if prev_stride == stride * size:  # includes both broadcast (0 == 0 * size)
+                merged[-1] = (prev_size * size, stride)
+                continue
+        merged.append((size, stride))
+    if len(merged) > 3:
+        return None
+    return [(1, 0)] * (3 - len(merged)) + merged
+
+
+def mask_product(x: Tensor, mask: Tensor) -> Tensor | None:
+    if not x.is_contiguous() or x.numel() == 0:
+        return None
+    m = mask.view(torch.uint8) if mask.dtype == torch.bool else mask
+    dims = _collapse_broadcast(x.shape, m.expand(x.shape).stride())
+    if dims is None:
+        return None
+    out = torch.empty_like(x)
+    (_, s0), (d1, s1), (d2, s2) = dims
+    n = x.numel()
+    _mask_product_kernel[(triton.cdiv(n, _BLOCK),)](x, m, out, n, d1, d2, s0, s1, s2, BLOCK=_BLOCK)
+    return out
+
+
+@triton.jit
+def _pconv_epilogue_kernel(
+    out_ptr,
+    scale_ptr,
+    bias_ptr,
+    hw,
+    c_out,
+    channels_per_group,
+    groups,
+    HAS_BIAS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # One program per (batch, channel) row and block of pixels: the channel and its bias are scalars.
+    row = tl.program_id(0)
+    channel = row % c_out
+    batch = row // c_out
+    group = channel // channels_per_group
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < hw
+    base = row.to(tl.int64) * hw
+    scale_base = (batch * groups + group).to(tl.int64) * hw
+    scale = tl.load(scale_ptr + scale_base + offs, mask=inside, other=0.0)
+    acc = tl.load(out_ptr + base + offs, mask=inside, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        # out holds conv + bias: rescale the convolution only, keep the bias where anything is valid
+        bias = tl.load(bias_ptr + channel).to(tl.float32)
+        acc = (acc - bias) * scale + tl.where(scale > 0, bias, 0.0)
+    else:
+        acc = acc * scale
+    tl.store(out_ptr + base + offs, acc.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+def pconv_epilogue_(out: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor | None:
+    """In place ``out = (out - bias) · scale + bias · (scale > 0)`` in fp32 registers.
+
+    ``out`` holds the convolution including its bias; see ``reference.pconv_epilogue_``.
+    """
+    if not out.is_contiguous() or not scale.is_contiguous() or scale.dtype != torch.float32:
+        return None
+    b, c_out, h, w = out.shape
+    groups = scale.shape[1]
+    hw = h * w
+    if out.numel() == 0:
+        return out
+    block = min(_BLOCK, triton.next_power_of_2(hw))
+    grid = (b * c_out, triton.cdiv(hw, block))
+    bias_arg = bias.contiguous() if bias is not None else scale  # unused pointer when no bias
+    _pconv_epilogue_kernel[grid](
+        out,
+        scale,
+        bias_arg,
+        hw,
+        c_out,
+        c_out // groups,
+        groups,
+        HAS_BIAS=bias is not None,
+        BLOCK=block,
+    )
+    return out

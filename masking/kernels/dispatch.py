@@ -1,0 +1,67 @@
+"""Chooses between the Triton kernels and the pure-torch reference.
+
+``auto`` (default) uses Triton for CUDA tensors when it imports, the reference otherwise. ``reference``
+never uses Triton. ``triton`` also sends CPU tensors to Triton, which only works under
+``TRITON_INTERPRET=1`` and exists so tests can run the kernels without a GPU. Set the backend with
+``set_backend`` or the ``MASKING_KERNELS`` environment variable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+from collections.abc import Iterator
+from types import ModuleType
+
+from torch import Tensor
+
+BACKENDS = ("auto", "reference", "triton")
+
+
+def _checked(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+_backend = _checked(os.environ.get("MASKING_KERNELS", "auto"))
+
+
+def get_backend() -> str:
+    return _backend
+
+
+def set_backend(backend: str) -> None:
+    global _backend
+    _backend = _checked(backend)
+
+
+@contextlib.contextmanager
+def backend(name: str) -> Iterator[None]:
+    """Use ``name`` inside the block, restoring the previous backend after it."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+@functools.cache
+def triton_importable() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_kernels(t: Tensor) -> ModuleType | None:
+    """The Triton kernel module if it should handle ``t``, else ``None`` (use the reference)."""
+    if _backend == "reference" or (_backend == "auto" and not t.is_cuda):
+        return None
+    if not triton_importable():
+        if _backend == "triton":
+            raise RuntimeError("backend 'triton' was requested but triton is not installed")
+        return None
+    from . import _triton
+
+    return _triton

@@ -1,0 +1,214 @@
+"""``torch.library`` custom ops: opaque to ``torch.compile`` (fake implementations give shapes), with
+autograd formulas that save little and fuse the elementwise work.
+
+Inputs reaching these ops are already validated by the public functions in ``masking.functional``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import reference
+from .dispatch import triton_kernels
+from .workspace import scratch_like
+
+# Smallest valid count used in the ratio, so a soft mask with vanishing values cannot overflow it.
+MIN_VALID_COUNT = 1e-6
+
+# --------------------------------------------------------------------------------------- mask product
+
+
+@torch.library.custom_op("masking::mask_product", mutates_args=())
+def mask_product(x: Tensor, mask: Tensor) -> Tensor:
+    kernels = triton_kernels(x)
+    if kernels is not None:
+        out = kernels.mask_product(x, mask)
+        if out is not None:
+            return out
+    return reference.mask_product(x, mask)
+
+
+@mask_product.register_fake
+def _(x: Tensor, mask: Tensor) -> Tensor:
+    return torch.empty_like(x)
+
+
+def _mask_product_setup(ctx, inputs, output) -> None:
+    x, mask = inputs
+    ctx.save_for_backward(x if mask.requires_grad else None, mask)
+
+
+def _mask_product_backward(ctx, grad: Tensor):
+    x, mask = ctx.saved_tensors
+    grad_x = mask_product(grad, mask) if ctx.needs_input_grad[0] else None
+    grad_mask = None
+    if ctx.needs_input_grad[1]:
+        grad_mask = reference.sum_to_shape(grad * x, mask.shape).to(mask.dtype)
+    return grad_x, grad_mask
+
+
+mask_product.register_autograd(_mask_product_backward, setup_context=_mask_product_setup)
+
+# ------------------------------------------------------------------------------------ partial conv
+
+
+def box_sum2d(
+    mask: Tensor,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """Sum of ``mask`` (in fp32) over every convolution window; zero padding counts as hole.
+
+    Separable: ``kh - 1`` adds of row slices, then ``kw - 1`` adds of column slices. Exact for 0/1
+    masks on every backend, unlike a ones-kernel convolution, which may pick Winograd and return
+    8.9999995, or a tiny non-zero count for a window that is entirely hole.
+    """
+    m = mask.float()
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    out_h = (m.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (m.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if ph or pw:
+        m = F.pad(m, (pw, pw, ph, ph))
+    rows = m[:, :, 0 : (out_h - 1) * sh + 1 : sh].clone()
+    for i in range(1, kh):
+        rows += m[:, :, i * dh : i * dh + (out_h - 1) * sh + 1 : sh]
+    total = rows[..., 0 : (out_w - 1) * sw + 1 : sw].clone()
+    for j in range(1, kw):
+        total += rows[..., j * dw : j * dw + (out_w - 1) * sw + 1 : sw]
+    return total
+
+
+def valid_scale(
+    mask: Tensor,
+    weight_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> Tensor:
+    """fp32 ``window_size / valid_count`` per output pixel (0 where the window holds no valid input).
+
+    A ``(B, 1, H, W)`` mask gives ``(B, 1, H', W')``. A per-channel ``(B, C_in, H, W)`` mask is summed
+    over the channels of each group first, giving ``(B, groups, H', W')``; either way one box-filter
+    pass over a few channels, never a ``(C_out, C_in, kh, kw)`` ones-kernel convolution.
+    """
+    channels_per_group, kh, kw = weight_shape[1], weight_shape[2], weight_shape[3]
+    if mask.shape[1] == 1:
+        window = kh * kw
+        summed = mask
+    else:
+        window = channels_per_group * kh * kw
+        b, _, h, w = mask.shape
+        summed = mask.float().view(b, groups, channels_per_group, h, w).sum(2)
+    count = box_sum2d(summed, (kh, kw), stride, padding, dilation)
+    # The clamp only matters for soft masks whose values vanish: it keeps the ratio finite.
+    return torch.where(count > 0, window / count.clamp_min(MIN_VALID_COUNT), 0.0)
+
+
+def _conv_memory_format(x: Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _scratch_mul(a: Tensor, b: Tensor, slot: str) -> Tensor:
+    """``a * b`` (b broadcast) into a scratch buffer; the caller must drop it before returning.
+
+    While autograd records (a double backward), the product is an ordinary tensor instead.
+    """
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return a * b
+    return torch.mul(a, b, out=scratch_like(a, slot))
+
+
+def _masked_input(x: Tensor, mask: Tensor) -> Tensor:
+    return _scratch_mul(
+        x, mask if mask.dtype in (torch.bool, x.dtype) else mask.to(x.dtype), "pconv_input"
+    )
+
+
+@torch.library.custom_op("masking::partial_conv2d", mutates_args=())
+def partial_conv2d(
+    x: Tensor,
+    mask: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> tuple[Tensor, Tensor]:
+    """Returns the partial-convolution output and the fp32 ``valid_scale`` (0 marks a new hole)."""
+    with torch.autocast(x.device.type, enabled=False):
+        scale = valid_scale(mask, weight.shape, stride, padding, dilation, groups)
+        # The convolution adds the bias (free inside cuDNN/oneDNN); the epilogue takes it out of the
+        # rescaling: (conv + b - b) · scale + b · (scale > 0).
+        out = F.conv2d(_masked_input(x, mask), weight, bias, stride, padding, dilation, groups)
+        out = out.contiguous(memory_format=_conv_memory_format(x))
+        kernels = triton_kernels(out)
+        if kernels is None or kernels.pconv_epilogue_(out, scale, bias) is None:
+            reference.pconv_epilogue_(out, scale, bias)
+    return out, scale
+
+
+@partial_conv2d.register_fake
+def _(x, mask, weight, bias, stride, padding, dilation, groups):
+    kh, kw = weight.shape[2], weight.shape[3]
+    out_h = (x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    out = x.new_empty((x.shape[0], weight.shape[0], out_h, out_w))
+    out = out.contiguous(memory_format=_conv_memory_format(x))
+    scale_groups = 1 if mask.shape[1] == 1 else groups
+    return out, x.new_empty((x.shape[0], scale_groups, out_h, out_w), dtype=torch.float32)
+
+
+def _partial_conv2d_setup(ctx, inputs, output) -> None:
+    x, mask, weight, _bias, stride, padding, dilation, groups = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.conv_args = (list(stride), list(padding), list(dilation), groups)
+    ctx.save_for_backward(x, mask, weight, output[1])
+
+
+def _partial_conv2d_backward(ctx, grad_out: Tensor, _grad_scale: Tensor | None):
+    x, mask, weight, scale = ctx.saved_tensors
+    need_x, _, need_weight, need_bias = ctx.needs_input_grad[:4]
+    stride, padding, dilation, groups = ctx.conv_args
+    scale = reference.expand_groups(scale, grad_out.shape[1])
+    grad_x = grad_weight = grad_bias = None
+    if need_x or need_weight:
+        # out = conv(x ⊙ m) · scale, so the convolution sees grad_out · scale; x ⊙ m is recomputed
+        # (one cheap pass) instead of being kept alive between forward and backward.
+        grad_conv = _scratch_mul(grad_out, scale.to(grad_out.dtype), "pconv_grad")
+        conv_input = _masked_input(x, mask) if need_weight else x
+        grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad_conv,
+            conv_input,
+            weight,
+            None,
+            stride,
+            padding,
+            dilation,
+            False,
+            [0, 0],
+            groups,
+            [need_x, need_weight, False],
+        )
+        if need_x:
+            grad_x = grad_input * mask if torch.is_grad_enabled() else grad_input.mul_(mask)
+    if need_bias:
+        valid = (scale > 0).to(grad_out.dtype)
+        if valid.shape[1] == 1:
+            b, c = grad_out.shape[:2]
+            # (B, C, L) @ (B, L, 1): a batched GEMV, no (B, C, H, W) temporary
+            grad_bias = torch.bmm(grad_out.reshape(b, c, -1), valid.reshape(b, -1, 1)).sum((0, 2))
+        else:
+            grad_bias = (grad_out * valid).sum((0, 2, 3))
+    return grad_x, None, grad_weight, grad_bias, None, None, None, None
+
+
+partial_conv2d.register_autograd(_partial_conv2d_backward, setup_context=_partial_conv2d_setup)

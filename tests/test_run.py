@@ -1,0 +1,79 @@
+"""The job entry: configs compose, `run(cfg)` runs and writes its files, typos fail at start."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from tasks import run
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+
+
+def compose_config(tmp_path, overrides=()):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.output_dir = str(tmp_path)
+        del cfg.hydra
+    return cfg
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "task").glob("*.yaml")))
+def test_every_task_option_composes(tmp_path, option):
+    cfg = compose_config(tmp_path, [f"task={option}"])
+    assert cfg.task.name == option
+
+
+def test_demo_writes_metrics_and_picture(tmp_path):
+    cfg = compose_config(tmp_path, ["task.size=64", "task.holes=3", "task.image=coffee"])
+    value = run(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert value == metrics["demo/psnr_hole"]
+    assert metrics["demo/hole_ratio"] > 0
+    # filling from the neighbours beats painting the holes with the mean colour
+    assert metrics["demo/psnr_hole"] > metrics["demo/psnr_hole_mean_fill"]
+    assert (tmp_path / "inpainting.png").stat().st_size > 1000
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_demo_is_deterministic(tmp_path):
+    first = run(compose_config(tmp_path / "a", ["task.size=48"]))
+    second = run(compose_config(tmp_path / "b", ["task.size=48"]))
+    assert first == second
+
+
+def test_bad_task_value_names_the_key(tmp_path):
+    with pytest.raises(ValueError, match=r"task\.kernel_size must be odd, got 4"):
+        run(compose_config(tmp_path, ["task.kernel_size=4", "task.size=32"]))
+
+
+def test_cli_rejects_unknown_keys(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "run.py", "task.imagee=coffee", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "imagee" in result.stderr
+
+
+def test_cli_runs_the_default_job(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "run.py", "task.size=48", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "demo/psnr_hole" in json.loads((tmp_path / "metrics.json").read_text())
