@@ -1,9 +1,12 @@
 """What every benchmark shares: side-by-side timing and the provenance written with each result.
 
 Method: ``torch.utils.benchmark.Timer`` (it synchronises CUDA inside the timed region) with every
-candidate warmed up, then timed once per round with the candidates interleaved in a rotating order,
-so a noisy neighbour slows all candidates of a round alike. We report the median and the
-interquartile range over rounds, and ratios of medians taken in the same run.
+candidate warmed up, then timed for a short block of consecutive calls per round, with the
+candidates interleaved in a rotating order, so a noisy neighbour slows all candidates of a round
+alike. The block lets each candidate settle into its own steady state: on CPU a large temporary is
+page-faulted or not depending on what the previous call left in the allocator, which otherwise makes
+a convolution's time jump between rounds. We report the median and the interquartile range of the
+per-call block means over rounds, and ratios of medians taken in the same run.
 """
 
 from __future__ import annotations
@@ -69,9 +72,9 @@ def provenance(device: torch.device) -> dict:
 
 
 def time_side_by_side(
-    candidates: dict[str, Callable[[], object]], *, rounds: int, warmup: int = 2
+    candidates: dict[str, Callable[[], object]], *, rounds: int, warmup: int = 2, block: int = 3
 ) -> dict[str, dict[str, float]]:
-    """Median and IQR (ms) of each candidate over ``rounds`` interleaved single runs."""
+    """Median and IQR (ms per call) of each candidate over ``rounds`` interleaved blocks of calls."""
     threads = torch.get_num_threads()
     timers = {
         name: Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
@@ -84,7 +87,7 @@ def time_side_by_side(
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            samples[name].append(timers[name].timeit(1).median * 1e3)
+            samples[name].append(timers[name].timeit(block).median * 1e3)
     out = {}
     for name, values in samples.items():
         q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
@@ -93,5 +96,6 @@ def time_side_by_side(
             "iqr_ms": q[2] - q[0],
             "min_ms": min(values),
             "rounds": len(values),
+            "calls_per_round": block,
         }
     return out

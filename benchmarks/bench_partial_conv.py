@@ -144,7 +144,7 @@ def markdown(payload: dict) -> str:
     lines = [
         f"PartialConv2d benchmark on {dev['name']} ({dev.get('threads', '')} threads), torch "
         f"{payload['versions']['torch']}, commit {str(payload['commit'])[:10]}, batch {BATCH}, 3×3, "
-        f"{payload['rounds']} interleaved rounds; medians in ms.",
+        f"{payload['rounds']} interleaved rounds of 3 calls; medians in ms per call.",
         "",
         "| C, H×W | mode | conv | ours | ours multi | dense | ours/conv | multi/conv | dense/multi |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -170,7 +170,7 @@ def markdown(payload: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--quick", action="store_true", help="5 rounds instead of 15")
+    parser.add_argument("--quick", action="store_true", help="4 rounds instead of 10")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per shape")
     parser.add_argument("--out", type=Path, default=None, help="result path without extension")
     parser.add_argument(
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
-    rounds = args.rounds or (5 if args.quick else 15)
+    rounds = args.rounds or (4 if args.quick else 10)
     if rounds < 1:
         parser.error(f"--rounds must be >= 1, got {rounds}")
     torch.manual_seed(0)

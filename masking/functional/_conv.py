@@ -88,7 +88,7 @@ def check_pixel_mask(mask: Tensor, x: Tensor, *, allowed_channels: tuple[int, ..
     check_tensor("mask", mask)
     check_mask_dtype("mask", mask)
     b, _, h, w = x.shape
-    options = " or ".join(shape_str((b, c, h, w)) for c in allowed_channels)
+    options = " or ".join(shape_str((b, c, h, w)) for c in dict.fromkeys(allowed_channels))
     if mask.dim() != 4 or mask.shape[0] != b or mask.shape[2:] != x.shape[2:]:
         raise ValueError(
             f"mask must be {options} to match x of shape {shape_str(x.shape)}, "

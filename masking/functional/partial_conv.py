@@ -74,10 +74,10 @@ def partial_conv2d(
         x, weight, bias, stride, padding, dilation, groups
     )
     check_pixel_mask(mask, x, allowed_channels=(1, x.shape[1]) if multi_channel else (1,))
-    out, scale = ops.partial_conv2d(
+    out, _, new_mask = ops.partial_conv2d(
         x, mask, weight, bias, list(stride), list(padding), list(dilation), groups
     )
-    new_mask = (scale > 0).to(mask.dtype)
+    new_mask = new_mask.to(mask.dtype)
     if multi_channel:
         c_out = weight.shape[0]
         if new_mask.shape[1] == 1:

@@ -84,20 +84,17 @@ def _pconv_epilogue_kernel(
     base = row.to(tl.int64) * hw
     scale_base = (batch * groups + group).to(tl.int64) * hw
     scale = tl.load(scale_ptr + scale_base + offs, mask=inside, other=0.0)
-    acc = tl.load(out_ptr + base + offs, mask=inside, other=0.0).to(tl.float32)
+    acc = tl.load(out_ptr + base + offs, mask=inside, other=0.0).to(tl.float32) * scale
     if HAS_BIAS:
-        # out holds conv + bias: rescale the convolution only, keep the bias where anything is valid
         bias = tl.load(bias_ptr + channel).to(tl.float32)
-        acc = (acc - bias) * scale + tl.where(scale > 0, bias, 0.0)
-    else:
-        acc = acc * scale
+        acc += tl.where(scale > 0, bias, 0.0)
     tl.store(out_ptr + base + offs, acc.to(out_ptr.dtype.element_ty), mask=inside)
 
 
 def pconv_epilogue_(out: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor | None:
-    """In place ``out = (out - bias) · scale + bias · (scale > 0)`` in fp32 registers.
+    """In place ``out = out · scale + bias · (scale > 0)`` in fp32 registers, one pass.
 
-    ``out`` holds the convolution including its bias; see ``reference.pconv_epilogue_``.
+    ``out`` is the bias-free convolution; see ``reference.pconv_epilogue_``.
     """
     if not out.is_contiguous() or not scale.is_contiguous() or scale.dtype != torch.float32:
         return None

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import importlib.util
 import os
+import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -27,6 +28,9 @@ def _checked(backend: str) -> str:
 
 
 _backend = _checked(os.environ.get("MASKING_KERNELS", "auto"))
+_triton_broken: str | None = (
+    None  # why Triton failed in "auto" mode; the reference serves from then on
+)
 
 
 def get_backend() -> str:
@@ -65,3 +69,30 @@ def triton_kernels(t: Tensor) -> ModuleType | None:
     from . import _triton
 
     return _triton
+
+
+def run_kernel(name: str, *args):
+    """Call Triton kernel ``name`` when it should handle ``args[0]``; ``None`` means use the reference.
+
+    In ``auto`` mode a kernel that fails to compile or launch (a GPU or driver Triton does not
+    support) is reported once and Triton is not tried again in this process; with the ``triton``
+    backend forced, the error propagates.
+    """
+    global _triton_broken
+    if _triton_broken is not None and _backend == "auto":
+        return None
+    kernels = triton_kernels(args[0])
+    if kernels is None:
+        return None
+    try:
+        return getattr(kernels, name)(*args)
+    except Exception as err:  # any compiler or driver failure: the reference serves instead
+        if _backend == "triton":
+            raise
+        _triton_broken = f"{type(err).__name__}: {err}".splitlines()[0]
+        warnings.warn(
+            f"Triton kernel {name} failed ({_triton_broken}); using the PyTorch reference from now on",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None

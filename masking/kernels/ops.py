@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import reference
-from .dispatch import triton_kernels
+from .dispatch import run_kernel
 from .workspace import scratch_like
 
-# Smallest valid count used in the ratio, so a soft mask with vanishing values cannot overflow it.
+# Windows whose valid count is below this are holes, so a soft mask with vanishing values cannot
+# overflow the ratio. Counts of 0/1 masks are whole numbers, unaffected.
 MIN_VALID_COUNT = 1e-6
 
 # --------------------------------------------------------------------------------------- mask product
@@ -24,12 +25,8 @@ MIN_VALID_COUNT = 1e-6
 
 @torch.library.custom_op("masking::mask_product", mutates_args=())
 def mask_product(x: Tensor, mask: Tensor) -> Tensor:
-    kernels = triton_kernels(x)
-    if kernels is not None:
-        out = kernels.mask_product(x, mask)
-        if out is not None:
-            return out
-    return reference.mask_product(x, mask)
+    out = run_kernel("mask_product", x, mask)
+    return reference.mask_product(x, mask) if out is None else out
 
 
 @mask_product.register_fake
@@ -91,8 +88,9 @@ def valid_scale(
     padding: Sequence[int],
     dilation: Sequence[int],
     groups: int,
-) -> Tensor:
-    """fp32 ``window_size / valid_count`` per output pixel (0 where the window holds no valid input).
+) -> tuple[Tensor, Tensor]:
+    """fp32 ``window_size / valid_count`` per output pixel (0 where the window holds no valid input,
+    or less than ``MIN_VALID_COUNT``), and the bool new mask.
 
     A ``(B, 1, H, W)`` mask gives ``(B, 1, H', W')``. A per-channel ``(B, C_in, H, W)`` mask is summed
     over the channels of each group first, giving ``(B, groups, H', W')``; either way one box-filter
@@ -105,10 +103,12 @@ def valid_scale(
     else:
         window = channels_per_group * kh * kw
         b, _, h, w = mask.shape
-        summed = mask.float().view(b, groups, channels_per_group, h, w).sum(2)
+        summed = mask.float().reshape(b, groups, channels_per_group, h, w).sum(2)
     count = box_sum2d(summed, (kh, kw), stride, padding, dilation)
-    # The clamp only matters for soft masks whose values vanish: it keeps the ratio finite.
-    return torch.where(count > 0, window / count.clamp_min(MIN_VALID_COUNT), 0.0)
+    # A window holding less than MIN_VALID_COUNT of valid input (only possible with soft masks) is a
+    # hole: the ratio stays finite and agrees with the new mask.
+    valid = count >= MIN_VALID_COUNT
+    return torch.where(valid, window / count, 0.0), valid
 
 
 def _conv_memory_format(x: Tensor) -> torch.memory_format:
@@ -142,18 +142,17 @@ def partial_conv2d(
     padding: Sequence[int],
     dilation: Sequence[int],
     groups: int,
-) -> tuple[Tensor, Tensor]:
-    """Returns the partial-convolution output and the fp32 ``valid_scale`` (0 marks a new hole)."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns the output, the fp32 ``valid_scale`` and the new mask (0/1 in ``x``'s dtype), the last
+    two ``(B, 1 or groups, H', W')``."""
     with torch.autocast(x.device.type, enabled=False):
-        scale = valid_scale(mask, weight.shape, stride, padding, dilation, groups)
-        # The convolution adds the bias (free inside cuDNN/oneDNN); the epilogue takes it out of the
-        # rescaling: (conv + b - b) · scale + b · (scale > 0).
-        out = F.conv2d(_masked_input(x, mask), weight, bias, stride, padding, dilation, groups)
+        scale, valid = valid_scale(mask, weight.shape, stride, padding, dilation, groups)
+        valid = valid.to(x.dtype)
+        out = F.conv2d(_masked_input(x, mask), weight, None, stride, padding, dilation, groups)
         out = out.contiguous(memory_format=_conv_memory_format(x))
-        kernels = triton_kernels(out)
-        if kernels is None or kernels.pconv_epilogue_(out, scale, bias) is None:
-            reference.pconv_epilogue_(out, scale, bias)
-    return out, scale
+        if run_kernel("pconv_epilogue_", out, scale, bias) is None:
+            reference.pconv_epilogue_(out, scale, valid, bias)
+    return out, scale, valid
 
 
 @partial_conv2d.register_fake
@@ -163,19 +162,19 @@ def _(x, mask, weight, bias, stride, padding, dilation, groups):
     out_w = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     out = x.new_empty((x.shape[0], weight.shape[0], out_h, out_w))
     out = out.contiguous(memory_format=_conv_memory_format(x))
-    scale_groups = 1 if mask.shape[1] == 1 else groups
-    return out, x.new_empty((x.shape[0], scale_groups, out_h, out_w), dtype=torch.float32)
+    mask_shape = (x.shape[0], 1 if mask.shape[1] == 1 else groups, out_h, out_w)
+    return out, x.new_empty(mask_shape, dtype=torch.float32), x.new_empty(mask_shape)
 
 
 def _partial_conv2d_setup(ctx, inputs, output) -> None:
     x, mask, weight, _bias, stride, padding, dilation, groups = inputs
-    ctx.mark_non_differentiable(output[1])
+    ctx.mark_non_differentiable(output[1], output[2])
     ctx.conv_args = (list(stride), list(padding), list(dilation), groups)
-    ctx.save_for_backward(x, mask, weight, output[1])
+    ctx.save_for_backward(x, mask, weight, output[1], output[2])
 
 
-def _partial_conv2d_backward(ctx, grad_out: Tensor, _grad_scale: Tensor | None):
-    x, mask, weight, scale = ctx.saved_tensors
+def _partial_conv2d_backward(ctx, grad_out: Tensor, _grad_scale: Tensor, _grad_valid: Tensor):
+    x, mask, weight, scale, valid = ctx.saved_tensors
     need_x, _, need_weight, need_bias = ctx.needs_input_grad[:4]
     stride, padding, dilation, groups = ctx.conv_args
     scale = reference.expand_groups(scale, grad_out.shape[1])
@@ -201,12 +200,13 @@ def _partial_conv2d_backward(ctx, grad_out: Tensor, _grad_scale: Tensor | None):
         if need_x:
             grad_x = grad_input * mask if torch.is_grad_enabled() else grad_input.mul_(mask)
     if need_bias:
-        valid = (scale > 0).to(grad_out.dtype)
+        valid = valid.to(grad_out.dtype)
         if valid.shape[1] == 1:
             b, c = grad_out.shape[:2]
             # (B, C, L) @ (B, L, 1): a batched GEMV, no (B, C, H, W) temporary
             grad_bias = torch.bmm(grad_out.reshape(b, c, -1), valid.reshape(b, -1, 1)).sum((0, 2))
         else:
+            valid = reference.expand_groups(valid, grad_out.shape[1])
             grad_bias = (grad_out * valid).sum((0, 2, 3))
     return grad_x, None, grad_weight, grad_bias, None, None, None, None
 

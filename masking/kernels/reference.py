@@ -27,23 +27,22 @@ def expand_groups(scale: Tensor, channels: int) -> Tensor:
     return scale if groups == 1 else scale.repeat_interleave(channels // groups, dim=1)
 
 
-def pconv_epilogue_(out: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor:
-    """In place: ``out = (out - bias) · scale + bias · (scale > 0)``, ``out`` holding conv + bias.
+def pconv_epilogue_(out: Tensor, scale: Tensor, valid: Tensor, bias: Tensor | None) -> Tensor:
+    """In place: ``out = out · scale + bias · valid`` for a bias-free convolution result ``out``.
 
-    ``out`` is ``(B, C_out, H, W)`` in any memory layout and ``scale`` the fp32 ``(B, G, H, W)``
-    ``window_size / valid_count`` (0 where nothing is valid) for ``G`` channel groups. The dense
-    formulation, and the test oracle of the faster variants. Low-precision outputs are rescaled in
-    fp32 so that no intermediate overflows. (A sparse correction of only the partly valid windows was
-    measured 2.7x slower than this second dense pass on CPU: scattered writes cost more than a
-    streaming pass.)
+    ``out`` is ``(B, C_out, H, W)`` in any memory layout; ``scale`` the fp32 ``(B, G, H, W)``
+    ``window_size / valid_count`` (0 where nothing is valid) and ``valid`` the matching 0/1 new mask,
+    for ``G`` channel groups. Low-precision outputs are rescaled in fp32 so that no intermediate
+    overflows. Two streaming passes; a sparse correction of only the partly valid windows was
+    measured 2.7x slower on CPU, and oneDNN's fused broadcast-multiply post-op no faster than the
+    first pass.
     """
     s = expand_groups(scale, out.shape[1])
-    if bias is None:
-        return out.mul_(s.to(out.dtype)) if _full_precision(out) else out.copy_(out.float() * s)
-    # (out - b) · s + b · valid, as two passes: out · s + b · (valid - s)
     acc = out if _full_precision(out) else out.float()
     acc.mul_(s.to(acc.dtype))
-    acc.addcmul_(bias.view(1, -1, 1, 1).to(acc.dtype), ((s > 0).to(s.dtype) - s).to(acc.dtype))
+    if bias is not None:
+        v = expand_groups(valid, out.shape[1])
+        acc.addcmul_(bias.view(1, -1, 1, 1).to(acc.dtype), v.to(acc.dtype))
     return acc if acc is out else out.copy_(acc)
 
 

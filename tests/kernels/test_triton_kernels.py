@@ -58,7 +58,7 @@ def test_pconv_epilogue_kernel(dtype, groups, bias):
     count = torch.randint(0, 10, (2, groups, 5, 7), device=DEVICE).float()
     scale = torch.where(count > 0, 9 / count.clamp_min(1), 0.0)
     b = torch.randn(4, device=DEVICE).to(dtype) if bias else None
-    expected = reference.pconv_epilogue_(out.clone(), scale, b)
+    expected = reference.pconv_epilogue_(out.clone(), scale, (scale > 0).to(dtype), b)
     got = out.clone()
     assert _triton.pconv_epilogue_(got, scale, b) is got
     tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-3, "atol": 1e-3}
@@ -130,8 +130,9 @@ def test_ops_are_registered_with_fake_implementations():
 
     with FakeTensorMode():
         x, mask = torch.empty(2, 4, 9, 9), torch.empty(2, 1, 9, 9)
-        out, scale = ops.partial_conv2d(
+        out, scale, valid = ops.partial_conv2d(
             x, mask, torch.empty(6, 2, 3, 3), None, [2, 2], [1, 1], [1, 1], 2
         )
-        assert out.shape == (2, 6, 5, 5) and scale.shape == (2, 1, 5, 5)
+        assert out.shape == (2, 6, 5, 5) and scale.shape == valid.shape == (2, 1, 5, 5)
+        assert scale.dtype == torch.float32 and valid.dtype == x.dtype
         assert ops.mask_product(x, mask).shape == x.shape
