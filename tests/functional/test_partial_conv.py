@@ -198,6 +198,17 @@ class TestPartialConv2d:
         for a, r in zip(ours, theirs):
             torch.testing.assert_close(a.grad.double(), r.grad, rtol=1e-4, atol=1e-4)
 
+    @pytest.mark.parametrize("batch", [3, 40])  # one GEMV per image, and the batched path
+    def test_bias_gradient_counts_only_valid_outputs(self, batch):
+        x = torch.randn(batch, 2, 6, 6)
+        mask = blob_mask(batch, 6, 0.6)
+        mask[0] = 0
+        bias = torch.zeros(3, requires_grad=True)
+        out, new_mask = partial_conv2d(x, mask, torch.randn(3, 2, 3, 3), bias, padding=1)
+        grad = torch.randn_like(out)
+        out.backward(grad)
+        torch.testing.assert_close(bias.grad, (grad * new_mask).sum((0, 2, 3)))
+
     def test_mask_receives_no_gradient(self):
         x, mask, weight, b = make_inputs(3, 4, 3, 1, False, True)
         mask.requires_grad_()
