@@ -51,3 +51,21 @@ def test_partial_conv_benchmark_writes_its_report(tmp_path):
     assert impls == {"conv", "ours", "ours_multi", "dense"}
     assert all(r["median_ms"] > 0 for r in payload["results"])
     assert "| 8, 16² | forward |" in out.with_suffix(".md").read_text()
+
+
+def test_mask_product_benchmark_writes_its_report(tmp_path):
+    out = tmp_path / "mp"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_mask_product.py", "--rounds", "1", "--scale", "64",
+         "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert {r["case"] for r in payload["results"]} == {
+        "pixel",
+        "channel",
+        "weight_out_channel",
+        "weight_full",
+    }
+    assert all(r["fraction_of_copy"] > 0 for r in payload["results"])
