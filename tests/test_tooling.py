@@ -56,10 +56,21 @@ def test_partial_conv_benchmark_writes_its_report(tmp_path):
 def test_mask_product_benchmark_writes_its_report(tmp_path):
     out = tmp_path / "mp"
     result = subprocess.run(
-        [sys.executable, "benchmarks/bench_mask_product.py", "--rounds", "1", "--scale", "64",
-         "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "benchmarks/bench_mask_product.py",
+            "--rounds",
+            "1",
+            "--scale",
+            "64",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads(out.with_suffix(".json").read_text())
     assert {r["case"] for r in payload["results"]} == {

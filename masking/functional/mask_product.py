@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import torch  # noqa: F401  (the docstring example uses it)
 from torch import Tensor
 
 from .._checks import (

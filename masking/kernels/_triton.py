@@ -16,7 +16,19 @@ _BLOCK = 1024
 
 
 @triton.jit
-def _mask_product_kernel(x_ptr, m_ptr, out_ptr, n, d1, d2, s0, s1, s2, BLOCK: tl.constexpr):
+def _mask_product_kernel(
+    x_ptr,
+    m_ptr,
+    out_ptr,
+    n,
+    d1,
+    d2,
+    s0,
+    s1,
+    s2,
+    BLOCK: tl.constexpr,
+    F64: tl.constexpr,
+):
     # x is contiguous and viewed as (d0, d1, d2); the mask is read through broadcast strides (s0, s1,
     # s2), 0 along broadcast dimensions, so a pixel or channel mask is never expanded in memory.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -27,7 +39,9 @@ def _mask_product_kernel(x_ptr, m_ptr, out_ptr, n, d1, d2, s0, s1, s2, BLOCK: tl
     i0 = rest // d1
     x = tl.load(x_ptr + offs, mask=inside)
     m = tl.load(m_ptr + (i0 * s0 + i1 * s1 + i2 * s2), mask=inside)
-    tl.store(out_ptr + offs, x * m.to(x.dtype), mask=inside)
+    # multiply in fp32 (fp64 for fp64 x) and round once, as the reference's type promotion does
+    acc = tl.float64 if F64 else tl.float32
+    tl.store(out_ptr + offs, (x.to(acc) * m.to(acc)).to(x.dtype), mask=inside)
 
 
 def _collapse_broadcast(
@@ -58,7 +72,9 @@ def mask_product(x: Tensor, mask: Tensor) -> Tensor | None:
     out = torch.empty_like(x)
     (_, s0), (d1, s1), (d2, s2) = dims
     n = x.numel()
-    _mask_product_kernel[(triton.cdiv(n, _BLOCK),)](x, m, out, n, d1, d2, s0, s1, s2, BLOCK=_BLOCK)
+    _mask_product_kernel[(triton.cdiv(n, _BLOCK),)](
+        x, m, out, n, d1, d2, s0, s1, s2, BLOCK=_BLOCK, F64=x.dtype == torch.float64
+    )
     return out
 
 

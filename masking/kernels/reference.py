@@ -7,9 +7,12 @@ from torch import Tensor
 
 
 def mask_product(x: Tensor, mask: Tensor) -> Tensor:
-    """``x ⊙ mask`` in ``x``'s dtype and layout; ``mask`` broadcasts to ``x``."""
-    out = torch.empty_like(x)
-    return torch.mul(x, mask.to(x.dtype), out=out)
+    """``x ⊙ mask`` in ``x``'s dtype and layout; ``mask`` broadcasts to ``x``.
+
+    The product is taken in the promoted dtype (fp32 for a bf16 ``x`` and an fp32 mask) and rounded
+    once into ``x``'s dtype; a bool or uint8 mask is read as it is, never converted into a temporary.
+    """
+    return torch.mul(x, mask, out=torch.empty_like(x))
 
 
 def sum_to_shape(t: Tensor, shape: torch.Size) -> Tensor:

@@ -41,6 +41,13 @@ def test_mask_product_kernel(x_shape, mask_shape, dtype, mask_dtype):
     assert torch.equal(out, reference.mask_product(x, mask))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_mask_product_kernel_soft_mask_rounds_once(dtype):
+    x = torch.randn(4, 300, device=DEVICE).to(dtype)
+    mask = torch.rand(1, 300, device=DEVICE, dtype=torch.float32)
+    assert torch.equal(_triton.mask_product(x, mask), reference.mask_product(x, mask))
+
+
 def test_mask_product_kernel_declines_what_it_cannot_index():
     x = torch.randn(2, 3, 4, 5, 6, device=DEVICE)
     mask = torch.rand(2, 1, 4, 1, 6, device=DEVICE) > 0.5  # five uncollapsible dimensions
