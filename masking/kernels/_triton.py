@@ -39,9 +39,10 @@ def _mask_product_kernel(
     i0 = rest // d1
     x = tl.load(x_ptr + offs, mask=inside)
     m = tl.load(m_ptr + (i0 * s0 + i1 * s1 + i2 * s2), mask=inside)
-    # multiply in fp32 (fp64 for fp64 x) and round once, as the reference's type promotion does
+    # as the reference: the mask in x's dtype, the product in fp32 (fp64 for fp64 x), one rounding
     acc = tl.float64 if F64 else tl.float32
-    tl.store(out_ptr + offs, (x.to(acc) * m.to(acc)).to(x.dtype), mask=inside)
+    m = m.to(x.dtype).to(acc)
+    tl.store(out_ptr + offs, (x.to(acc) * m).to(x.dtype), mask=inside)
 
 
 def _collapse_broadcast(

@@ -9,9 +9,12 @@ from torch import Tensor
 def mask_product(x: Tensor, mask: Tensor) -> Tensor:
     """``x ⊙ mask`` in ``x``'s dtype and layout; ``mask`` broadcasts to ``x``.
 
-    The product is taken in the promoted dtype (fp32 for a bf16 ``x`` and an fp32 mask) and rounded
-    once into ``x``'s dtype; a bool or uint8 mask is read as it is, never converted into a temporary.
+    A floating-point mask of another dtype is first cast to ``x``'s (torch's mixed-precision multiply
+    measured ~15x slower on CPU for a bf16 ``x`` and an fp32 mask); bool and uint8 masks are read as
+    they are, never converted into a temporary.
     """
+    if mask.is_floating_point() and mask.dtype != x.dtype:
+        mask = mask.to(x.dtype)
     return torch.mul(x, mask, out=torch.empty_like(x))
 
 

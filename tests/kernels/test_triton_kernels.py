@@ -41,8 +41,8 @@ def test_mask_product_kernel(x_shape, mask_shape, dtype, mask_dtype):
     assert torch.equal(out, reference.mask_product(x, mask))
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
-def test_mask_product_kernel_soft_mask_rounds_once(dtype):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_mask_product_kernel_matches_reference_for_soft_masks(dtype):
     x = torch.randn(4, 300, device=DEVICE).to(dtype)
     mask = torch.rand(1, 300, device=DEVICE, dtype=torch.float32)
     assert torch.equal(_triton.mask_product(x, mask), reference.mask_product(x, mask))
