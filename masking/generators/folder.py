@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import MaskGenerator
+
+MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def load_mask_file(
+    path: str | Path, *, holes_are_white: bool = False, threshold: float = 0.5
+) -> Tensor:
+    """A mask image as a bool ``(H, W)`` tensor of holes.
+
+    White (bright) pixels are valid by default; pass ``holes_are_white=True`` for datasets where white
+    marks the hole (the NVIDIA irregular-mask set, for instance).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            grey = torch.frombuffer(bytearray(image.convert("L").tobytes()), dtype=torch.uint8)
+            grey = grey.view(image.height, image.width)
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"mask file {path} is not a readable image ({err})") from None
+    bright = grey.float() / 255 > threshold
+    return bright if holes_are_white else ~bright
+
+
+class FolderMasks(MaskGenerator):
+    """Masks read from image files under ``root`` (recursively), one drawn per image.
+
+    Each file is resized to the requested size (nearest neighbour, so it stays binary). Files are
+    read once and kept in memory at their own size.
+
+    Args:
+        root: folder of mask images.
+        holes_are_white: read white as hole instead of valid.
+        threshold: grey level in [0, 1] above which a pixel is white.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        holes_are_white: bool = False,
+        threshold: float = 0.5,
+        hole_ratio: tuple[float, float] | None = None,
+        max_tries: int = 50,
+        ramp_start: float = 1.0,
+    ) -> None:
+        super().__init__(hole_ratio=hole_ratio, max_tries=max_tries, ramp_start=ramp_start)
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"root must be an existing folder of mask images, got {str(root)!r}")
+        self.files = sorted(
+            p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in MASK_SUFFIXES
+        )
+        if not self.files:
+            raise ValueError(
+                f"root {str(root)!r} holds no mask images ({', '.join(MASK_SUFFIXES)})"
+            )
+        self.holes_are_white = bool(holes_are_white)
+        self.threshold = float(threshold)
+        self._cache: dict[int, Tensor] = {}
+
+    def holes(self, height, width, scale, generator, device) -> Tensor:
+        index = int(torch.randint(len(self.files), (), generator=generator))
+        if index not in self._cache:
+            self._cache[index] = load_mask_file(
+                self.files[index], holes_are_white=self.holes_are_white, threshold=self.threshold
+            )
+        canvas = self._cache[index]
+        if canvas.shape != (height, width):
+            canvas = F.interpolate(canvas[None, None].float(), size=(height, width), mode="nearest")
+            canvas = canvas[0, 0] > 0.5
+        return canvas.to(device)
+
+    def extra_repr(self) -> str:
+        return f"root={str(self.root)!r}, files={len(self.files)}, holes_are_white={self.holes_are_white}"
