@@ -60,13 +60,14 @@ def box_sum2d(
     padding: Sequence[int],
     dilation: Sequence[int],
 ) -> Tensor:
-    """Sum of ``mask`` (in fp32) over every convolution window; zero padding counts as hole.
+    """Sum of ``mask`` over every convolution window, in fp32 (fp64 for an fp64 mask); zero padding
+    counts as hole.
 
     Separable: ``kh - 1`` adds of row slices, then ``kw - 1`` adds of column slices. Exact for 0/1
     masks on every backend, unlike a ones-kernel convolution, which may pick Winograd and return
     8.9999995, or a tiny non-zero count for a window that is entirely hole.
     """
-    m = mask.float()
+    m = mask if mask.dtype == torch.float64 else mask.float()
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     out_h = (m.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     out_w = (m.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
@@ -88,9 +89,11 @@ def valid_scale(
     padding: Sequence[int],
     dilation: Sequence[int],
     groups: int,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    """fp32 ``window_size / valid_count`` per output pixel (0 where the window holds no valid input,
-    or less than ``MIN_VALID_COUNT``), and the bool new mask.
+    """``window_size / valid_count`` per output pixel in ``dtype`` (fp32, or fp64 for fp64 inputs),
+    0 where the window holds no valid input (or less than ``MIN_VALID_COUNT``); and the bool new
+    mask.
 
     A ``(B, 1, H, W)`` mask gives ``(B, 1, H', W')``. A per-channel ``(B, C_in, H, W)`` mask is summed
     over the channels of each group first, giving ``(B, groups, H', W')``; either way one box-filter
@@ -99,16 +102,47 @@ def valid_scale(
     channels_per_group, kh, kw = weight_shape[1], weight_shape[2], weight_shape[3]
     if mask.shape[1] == 1:
         window = kh * kw
-        summed = mask
+        summed = mask.to(dtype)
     else:
         window = channels_per_group * kh * kw
         b, _, h, w = mask.shape
-        summed = mask.float().reshape(b, groups, channels_per_group, h, w).sum(2)
+        summed = mask.to(dtype).reshape(b, groups, channels_per_group, h, w).sum(2)
     count = box_sum2d(summed, (kh, kw), stride, padding, dilation)
     # A window holding less than MIN_VALID_COUNT of valid input (only possible with soft masks) is a
     # hole: the ratio stays finite and agrees with the new mask.
     valid = count >= MIN_VALID_COUNT
     return torch.where(valid, window / count, 0.0), valid
+
+
+def conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> Tensor:
+    """``F.conv2d``, except where torch's CPU kernels are known to be wrong.
+
+    With torch 2.15 on CPU, a bf16/fp16 convolution whose output is one pixel wide (or high) with a
+    stride > 1 along that side returns wrong values, at times ~1e18 (16 of 288 small geometries in a
+    sweep; ``nn.Conv2d`` has it too). Those convolutions run in fp32 and are rounded back.
+    """
+    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+        kh, kw = weight.shape[2], weight.shape[3]
+        out_h = (x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        out_w = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        if (out_w == 1 and stride[1] > 1) or (out_h == 1 and stride[0] > 1):
+            wide = None if bias is None else bias.float()
+            out = F.conv2d(x.float(), weight.float(), wide, stride, padding, dilation, groups)
+            return out.to(x.dtype)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def _scale_dtype(x: Tensor) -> torch.dtype:
+    """The ratio's dtype: fp32, so half precision never overflows, and fp64 for fp64 inputs."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _conv_memory_format(x: Tensor) -> torch.memory_format:
@@ -146,9 +180,11 @@ def partial_conv2d(
     """Returns the output, the fp32 ``valid_scale`` and the new mask (0/1 in ``x``'s dtype), the last
     two ``(B, 1 or groups, H', W')``."""
     with torch.autocast(x.device.type, enabled=False):
-        scale, valid = valid_scale(mask, weight.shape, stride, padding, dilation, groups)
+        scale, valid = valid_scale(
+            mask, weight.shape, stride, padding, dilation, groups, _scale_dtype(x)
+        )
         valid = valid.to(x.dtype)
-        out = F.conv2d(_masked_input(x, mask), weight, None, stride, padding, dilation, groups)
+        out = conv2d(_masked_input(x, mask), weight, None, stride, padding, dilation, groups)
         out = out.contiguous(memory_format=_conv_memory_format(x))
         if run_kernel("pconv_epilogue_", out, scale, bias) is None:
             reference.pconv_epilogue_(out, scale, valid, bias)
@@ -163,7 +199,7 @@ def _(x, mask, weight, bias, stride, padding, dilation, groups):
     out = x.new_empty((x.shape[0], weight.shape[0], out_h, out_w))
     out = out.contiguous(memory_format=_conv_memory_format(x))
     mask_shape = (x.shape[0], 1 if mask.shape[1] == 1 else groups, out_h, out_w)
-    return out, x.new_empty(mask_shape, dtype=torch.float32), x.new_empty(mask_shape)
+    return out, x.new_empty(mask_shape, dtype=_scale_dtype(x)), x.new_empty(mask_shape)
 
 
 def _partial_conv2d_setup(ctx, inputs, output) -> None:

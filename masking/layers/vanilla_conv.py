@@ -3,11 +3,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import shape_str
 from ..functional import update_mask2d
+from ..kernels import ops
 from ._conv_base import MaskedConvMixin
 
 
@@ -63,7 +63,7 @@ class VanillaConv2d(MaskedConvMixin, nn.Conv2d):
         return cls._from_conv(conv)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        out = F.conv2d(
+        out = ops.conv2d(
             x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )
         return out, pass_mask_along(self, x, mask)
