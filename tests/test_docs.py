@@ -13,6 +13,8 @@ MODULES = [
     "masking.layers.gated_conv",
     "masking.layers.vanilla_conv",
     "masking.layers.create_conv",
+    "masking.models.pconv_unet",
+    "masking.generators.mixed",
     "datamodules.photos",
 ]
 
