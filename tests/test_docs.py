@@ -14,6 +14,7 @@ MODULES = [
     "masking.layers.vanilla_conv",
     "masking.layers.create_conv",
     "masking.models.pconv_unet",
+    "masking.models.deepfill",
     "masking.generators.mixed",
     "datamodules.photos",
 ]

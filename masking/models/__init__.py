@@ -1,5 +1,6 @@
 """Plain ``nn.Module`` networks built from ``masking.layers``."""
 
+from .deepfill import GatedGenerator, PatchDiscriminator
 from .pconv_unet import PConvUNet
 
-__all__ = ["PConvUNet"]
+__all__ = ["GatedGenerator", "PConvUNet", "PatchDiscriminator"]

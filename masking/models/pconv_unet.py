@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_floating, shape_str
 from ..functional import mask_product
 from ..layers import CONV_LAYERS, PartialConv2d, create_conv2d
 from ..layers.create_conv import ConvLayer
+from ._checks import check_image_and_mask
 
 
 def _resolve(layer: ConvLayer):
@@ -125,23 +125,12 @@ class PConvUNet(nn.Module):
             self.decoder.append(_Stage(conv, norm, act))
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
-        multiple = 2**self.depth
-        check_floating("image", image)
-        if image.dim() != 4 or image.shape[2] % multiple or image.shape[3] % multiple:
-            raise ValueError(
-                f"image must be (B, C, H, W) with H and W multiples of 2 ** depth = {multiple}, got "
-                f"{shape_str(image.shape)}; pad it (predict pads and crops back)"
-            )
-        if (
-            not isinstance(mask, Tensor)
-            or mask.dim() != 4
-            or mask.shape[1] != 1
-            or mask.shape[0] != image.shape[0]
-            or mask.shape[2:] != image.shape[2:]
-        ):
-            expected = shape_str((image.shape[0], 1, *image.shape[2:]))
-            got = shape_str(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError(f"mask must be {expected} to match image, got {got}")
+        check_image_and_mask(
+            image,
+            mask,
+            multiple=2**self.depth,
+            hint=" (2 ** depth); pad it (predict pads and crops back)",
+        )
         mask = mask.to(image.dtype)
         x = mask_product(image, mask)  # whatever the holes held, the network never sees it
         if self.mask_as_input:

@@ -70,7 +70,7 @@ def test_paper_configuration_size():
     [
         (
             lambda: small("partial")(torch.rand(1, 3, 30, 32), torch.ones(1, 1, 30, 32)),
-            "multiples of 2 ** depth = 8, got (1, 3, 30, 32); pad it",
+            "multiples of 8, got (1, 3, 30, 32) (2 ** depth); pad it",
         ),
         (
             lambda: small("partial")(torch.rand(1, 3, 32, 32), torch.ones(1, 3, 32, 32)),
