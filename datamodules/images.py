@@ -1,0 +1,79 @@
+"""Reading images from folders: any common format, converted to RGB, bad files reported not fatal."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be decoded."""
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """Image files under ``root`` (recursively, sorted); a clear error for a missing or empty folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"root must be an existing folder of images, got {str(root)!r}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"root {str(root)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def read_image(path: str | Path) -> Tensor:
+    """A float ``(3, H, W)`` RGB image in [0, 1].
+
+    EXIF orientation is applied; grey, grey+alpha, palette, RGBA (alpha dropped, not composited) and
+    16-bit images are converted. Raises ``ImageReadError`` for a file that is not a readable image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(image, dtype=np.float32)
+                scale = 65535.0 if array.max() > 255 else 255.0
+                array = np.repeat((array / scale)[..., None], 3, axis=2)
+            else:
+                array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageReadError(
+            f"{path} is not a readable image ({type(err).__name__}: {err})"
+        ) from None
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).clamp(0, 1).contiguous()
+
+
+def readable_images(files: list[Path], *, strict: bool) -> list[Path]:
+    """The files that decode. Bad ones raise when ``strict``, else are skipped with one warning."""
+    from PIL import Image, UnidentifiedImageError
+
+    good, bad = [], []
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+            good.append(path)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            if strict:
+                raise ImageReadError(
+                    f"{path} is not a readable image ({type(err).__name__}); "
+                    "remove it or set strict=false to skip such files"
+                ) from None
+            bad.append(path)
+    if bad:
+        shown = ", ".join(p.name for p in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        log.warning("skipped %d unreadable image file(s) of %d: %s", len(bad), len(files), shown)
+    if not good:
+        raise ValueError(f"none of the {len(files)} image files could be read")
+    return good

@@ -1,0 +1,149 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datamodules import InpaintingDataModule
+from datamodules.images import ImageReadError, list_images, read_image, readable_images
+from datamodules.inpainting import EpochSampler
+
+
+def save(path, array, mode=None, **kwargs):
+    Image.fromarray(array, mode=mode).save(path, **kwargs)
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        save(tmp_path / f"img{i}.png", rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
+    return tmp_path
+
+
+class TestReadImage:
+    def test_modes_become_rgb_floats(self, tmp_path):
+        grey = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
+        paths = {
+            "L": save(tmp_path / "l.png", grey),
+            "LA": save(tmp_path / "la.png", np.stack([grey, grey], -1)),
+            "RGBA": save(tmp_path / "rgba.png", np.zeros((12, 10, 4), np.uint8) + 100),
+            "P": tmp_path / "p.png",
+            "I;16": tmp_path / "i16.png",
+        }
+        Image.fromarray(grey).convert("P").save(paths["P"])
+        Image.fromarray(grey.astype(np.uint16) * 257).save(paths["I;16"])
+        for mode, path in paths.items():
+            image = read_image(path)
+            assert image.shape == (3, 12, 10) and image.dtype == torch.float32, mode
+            assert image.min() >= 0 and image.max() <= 1, mode
+        torch.testing.assert_close(
+            read_image(paths["I;16"]), read_image(paths["L"]), atol=1e-3, rtol=0
+        )
+
+    def test_exif_orientation_is_applied(self, tmp_path):
+        image = Image.fromarray(np.zeros((10, 30, 3), np.uint8))
+        exif = image.getexif()
+        exif[0x0112] = 6  # rotate 90° when shown
+        image.save(tmp_path / "rotated.jpg", exif=exif)
+        assert read_image(tmp_path / "rotated.jpg").shape == (3, 30, 10)
+
+    def test_unreadable_files(self, tmp_path, caplog):
+        (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+        (tmp_path / "notes.txt").write_text("not an image")
+        save(tmp_path / "good.png", np.zeros((8, 8, 3), np.uint8))
+        files = list_images(tmp_path)
+        assert [p.name for p in files] == ["broken.png", "good.png"]
+        with caplog.at_level(logging.WARNING):
+            assert [p.name for p in readable_images(files, strict=False)] == ["good.png"]
+        assert "skipped 1 unreadable image file(s) of 2: broken.png" in caplog.text
+        with pytest.raises(ImageReadError, match=r"broken\.png is not a readable image"):
+            readable_images(files, strict=True)
+        with pytest.raises(ImageReadError, match=r"broken\.png is not a readable image"):
+            read_image(tmp_path / "broken.png")
+
+    def test_missing_or_empty_folder(self, tmp_path):
+        with pytest.raises(ValueError, match="root must be an existing folder"):
+            list_images(tmp_path / "nope")
+        with pytest.raises(ValueError, match="holds no images"):
+            list_images(tmp_path)
+
+
+class TestInpaintingDataModule:
+    def test_bundled_photos_split_by_file(self):
+        dm = InpaintingDataModule(crop_size=32, batch_size=4, samples_per_epoch=8)
+        dm.setup()
+        assert len(dm.val_items) == 3 and len(dm.train_items) == 11
+        assert not set(dm.val_items) & set(dm.train_items)
+        again = InpaintingDataModule(crop_size=32)
+        again.setup()
+        assert again.val_items == dm.val_items
+        other = InpaintingDataModule(crop_size=32, split_seed=1)
+        other.setup()
+        assert other.val_items != dm.val_items
+
+    def test_training_crops_are_reproducible_and_new_each_epoch(self, folder):
+        dm = InpaintingDataModule(folder, crop_size=16, batch_size=4, samples_per_epoch=8)
+        dm.setup()
+        first = torch.cat(list(dm.train_dataloader()))
+        assert first.shape == (8, 3, 18, 18)  # 1/8 larger than the crop, for the device crop
+        loader = dm.train_dataloader()
+        epoch0, epoch1 = torch.cat(list(loader)), torch.cat(list(loader))
+        assert torch.equal(epoch0, first) and not torch.equal(epoch0, epoch1)
+
+    def test_workers_do_not_change_the_crops(self, folder):
+        batches = []
+        for workers in (0, 2):
+            dm = InpaintingDataModule(
+                folder, crop_size=16, batch_size=4, samples_per_epoch=8, num_workers=workers
+            )
+            dm.setup()
+            batches.append(torch.cat(list(dm.train_dataloader())))
+        assert torch.equal(*batches)
+
+    def test_device_augmentation_crops_and_flips(self, folder):
+        dm = InpaintingDataModule(folder, crop_size=16, batch_size=8, samples_per_epoch=8)
+        dm.setup()
+        batch = next(iter(dm.train_dataloader()))
+        torch.manual_seed(0)
+        out = dm.augment(batch)
+        assert out.shape == (8, 3, 16, 16)
+
+        def windows(image):
+            return [image[:, r : r + 16, c : c + 16] for r in range(3) for c in range(3)]
+
+        flipped = [not any(torch.equal(o, w) for w in windows(b)) for o, b in zip(out, batch)]
+        assert any(flipped) and not all(flipped)
+
+    def test_validation_crops_are_fixed(self, folder):
+        dm = InpaintingDataModule(folder, crop_size=16, val_fraction=0.34)
+        dm.setup()
+        val = torch.cat(list(dm.val_dataloader()))
+        assert val.shape == (len(dm.val_items) * 2 * 3, 3, 16, 16)  # 40x56 px: 2x3 tiles each
+        assert torch.equal(val, torch.cat(list(dm.val_dataloader())))
+        centre = InpaintingDataModule(folder, crop_size=16, val_fraction=0.34, val_crops="center")
+        centre.setup()
+        assert len(centre.val_dataloader().dataset) == len(centre.val_items)
+
+    def test_small_images_are_upscaled(self, tmp_path):
+        for i in range(3):
+            save(tmp_path / f"{i}.png", np.full((10, 12, 3), 60 * i, np.uint8))
+        dm = InpaintingDataModule(tmp_path, crop_size=32, samples_per_epoch=4, batch_size=2)
+        dm.setup()
+        assert next(iter(dm.train_dataloader())).shape == (2, 3, 36, 36)
+
+    def test_bad_arguments(self, tmp_path):
+        with pytest.raises(ValueError, match="crop_size must be an int >= 8, got 4"):
+            InpaintingDataModule(crop_size=4)
+        with pytest.raises(ValueError, match="val_crops must be 'tiled' or 'center'"):
+            InpaintingDataModule(val_crops="random")
+        save(tmp_path / "only.png", np.zeros((20, 20, 3), np.uint8))
+        with pytest.raises(ValueError, match="need at least 2 images"):
+            InpaintingDataModule(tmp_path).setup()
+
+
+def test_epoch_sampler_hands_out_new_keys():
+    sampler = EpochSampler(3, start_epoch=2)
+    assert list(sampler) == [6, 7, 8] and list(sampler) == [9, 10, 11] and len(sampler) == 3
