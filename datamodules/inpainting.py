@@ -54,25 +54,31 @@ class _Source:
 
 
 class RandomCrops(Dataset):
-    """Random ``size`` crops of random images, reproducible per sample key.
+    """Random crops of random images with the device-side crop and flip decided here, per sample key.
 
-    A key (handed out by ``EpochSampler``) seeds the choice of image and position, so the crops do not
-    depend on the number of DataLoader workers, and each epoch gets new keys.
+    A key (handed out by ``EpochSampler``) seeds the choice of image, the CPU crop of ``size`` and the
+    parameters ``[top, left, flip]`` of the final ``crop`` on the device, so the whole augmentation is
+    reproducible: independent of the DataLoader workers, different each epoch, the same after a
+    resume.
     """
 
-    def __init__(self, source: _Source, size: int, seed: int) -> None:
-        self.source, self.size, self.seed = source, size, seed
+    def __init__(self, source: _Source, size: int, crop: int, seed: int) -> None:
+        self.source, self.size, self.crop, self.seed = source, size, crop, seed
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: int) -> Tensor:
+    def __getitem__(self, key: int) -> tuple[Tensor, Tensor]:
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + int(key)) % (2**63 - 1))
         image = self.source[int(torch.randint(len(self.source), (), generator=g))]
         h, w = image.shape[1:]
         top = int(torch.randint(h - self.size + 1, (), generator=g))
         left = int(torch.randint(w - self.size + 1, (), generator=g))
-        return image[:, top : top + self.size, left : left + self.size].contiguous()
+        slack = self.size - self.crop
+        params = torch.cat(
+            [torch.randint(slack + 1, (2,), generator=g), torch.randint(2, (1,), generator=g)]
+        )
+        return image[:, top : top + self.size, left : left + self.size].contiguous(), params
 
 
 class EpochSampler(Sampler[int]):
@@ -138,7 +144,8 @@ class InpaintingDataModule(LightningDataModule):
         cache: keep decoded images in memory (default: only for the bundled photos).
 
     Training batches get a random ``crop_size`` crop and a horizontal flip on the batch's device
-    (kornia), from crops 1/8 larger made on the CPU.
+    (kornia), from crops 1/8 larger made on the CPU; all of it decided per sample key by a seeded
+    generator, so a resumed or re-run training sees the same images.
     """
 
     def __init__(
@@ -178,7 +185,8 @@ class InpaintingDataModule(LightningDataModule):
         self.cache = (root is None) if cache is None else bool(cache)
         self.train_items: list = []
         self.val_items: list = []
-        self._augment = None
+        self._start_epoch = 0
+        self._sampler: EpochSampler | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_items:
@@ -199,7 +207,10 @@ class InpaintingDataModule(LightningDataModule):
         self.train_items = [items[i] for i in order[n_val:].tolist()]
         margin = self.crop_size + self.crop_size // 8
         self._train = RandomCrops(
-            _Source(self.train_items, load, margin, self.cache), margin, self.split_seed
+            _Source(self.train_items, load, margin, self.cache),
+            margin,
+            self.crop_size,
+            self.split_seed,
         )
         self._val = FixedCrops(
             _Source(self.val_items, load, self.crop_size, self.cache),
@@ -216,11 +227,11 @@ class InpaintingDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        start = self.trainer.current_epoch if self.trainer is not None else 0
+        self._sampler = EpochSampler(self.samples_per_epoch, start_epoch=self._start_epoch)
         return DataLoader(
             self._train,
             batch_size=self.batch_size,
-            sampler=EpochSampler(self.samples_per_epoch, start_epoch=start),
+            sampler=self._sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=True,
@@ -235,17 +246,38 @@ class InpaintingDataModule(LightningDataModule):
             pin_memory=self.pin_memory,
         )
 
-    def augment(self, batch: Tensor) -> Tensor:
-        """Random ``crop_size`` crop and horizontal flip, on the batch's device."""
-        if self._augment is None:
-            import kornia.augmentation as K
+    def state_dict(self) -> dict:
+        """Saved in checkpoints: the next training epoch's keys continue after a resume (Lightning
+        restores this before it asks for the dataloader, but after its own epoch counter is read)."""
+        epoch = self._sampler.epoch if self._sampler is not None else self._start_epoch
+        return {"train_epoch": epoch}
 
-            self._augment = K.AugmentationSequential(
-                K.RandomCrop((self.crop_size, self.crop_size)), K.RandomHorizontalFlip()
-            )
-        return self._augment.to(batch.device)(batch)
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._start_epoch = int(state_dict.get("train_epoch", 0))
 
-    def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
-        if self.trainer is not None and self.trainer.training:
+    def augment(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """Crop to ``crop_size`` and flip horizontally on the batch's device (kornia), with the
+        per-image ``[top, left, flip]`` the dataset drew."""
+        from kornia.geometry.transform import crop_by_indices, hflip
+
+        images, params = batch
+        top = params[:, 0].to(images.device, torch.float32)
+        left = params[:, 1].to(images.device, torch.float32)
+        c = self.crop_size - 1
+        boxes = torch.stack(
+            [
+                torch.stack([left, top], 1),
+                torch.stack([left + c, top], 1),
+                torch.stack([left + c, top + c], 1),
+                torch.stack([left, top + c], 1),
+            ],
+            1,
+        )
+        crops = crop_by_indices(images, boxes, size=(self.crop_size, self.crop_size))
+        flip = params[:, 2].to(images.device).bool().view(-1, 1, 1, 1)
+        return torch.where(flip, hflip(crops), crops)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, tuple | list) and len(batch) == 2:
             return self.augment(batch)
         return batch

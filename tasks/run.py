@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-TASKS = ("demo",)
+TASKS = ("demo", "inpaint")
 
 
 def run(cfg: DictConfig) -> float:
@@ -25,17 +25,22 @@ def run(cfg: DictConfig) -> float:
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     log.info("task %s, output in %s\n%s", name, output_dir, OmegaConf.to_yaml(cfg.task))
-    from .demo import run_demo
+    if name == "inpaint":
+        from .train_inpaint import run_inpaint
 
-    metrics = run_demo(
-        image=cfg.task.image,
-        size=cfg.task.size,
-        holes=cfg.task.holes,
-        kernel_size=cfg.task.kernel_size,
-        max_steps=cfg.task.max_steps,
-        seed=cfg.seed,
-        output_dir=output_dir,
-    )
+        metrics = run_inpaint(cfg, output_dir)
+    else:
+        from .demo import run_demo
+
+        metrics = run_demo(
+            image=cfg.task.image,
+            size=cfg.task.size,
+            holes=cfg.task.holes,
+            kernel_size=cfg.task.kernel_size,
+            max_steps=cfg.task.max_steps,
+            seed=cfg.seed,
+            output_dir=output_dir,
+        )
     if cfg.optimized_metric not in metrics:
         raise ValueError(
             f"optimized_metric must be one of {sorted(metrics)}, got {cfg.optimized_metric!r}"

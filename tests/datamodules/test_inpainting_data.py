@@ -87,10 +87,11 @@ class TestInpaintingDataModule:
     def test_training_crops_are_reproducible_and_new_each_epoch(self, folder):
         dm = InpaintingDataModule(folder, crop_size=16, batch_size=4, samples_per_epoch=8)
         dm.setup()
-        first = torch.cat(list(dm.train_dataloader()))
+        first = torch.cat([images for images, _ in dm.train_dataloader()])
         assert first.shape == (8, 3, 18, 18)  # 1/8 larger than the crop, for the device crop
         loader = dm.train_dataloader()
-        epoch0, epoch1 = torch.cat(list(loader)), torch.cat(list(loader))
+        epoch0 = torch.cat([images for images, _ in loader])
+        epoch1 = torch.cat([images for images, _ in loader])
         assert torch.equal(epoch0, first) and not torch.equal(epoch0, epoch1)
 
     def test_workers_do_not_change_the_crops(self, folder):
@@ -100,22 +101,19 @@ class TestInpaintingDataModule:
                 folder, crop_size=16, batch_size=4, samples_per_epoch=8, num_workers=workers
             )
             dm.setup()
-            batches.append(torch.cat(list(dm.train_dataloader())))
+            batches.append(torch.cat([dm.augment(batch) for batch in dm.train_dataloader()]))
         assert torch.equal(*batches)
 
     def test_device_augmentation_crops_and_flips(self, folder):
         dm = InpaintingDataModule(folder, crop_size=16, batch_size=8, samples_per_epoch=8)
         dm.setup()
-        batch = next(iter(dm.train_dataloader()))
-        torch.manual_seed(0)
-        out = dm.augment(batch)
+        images, params = next(iter(dm.train_dataloader()))
+        out = dm.on_after_batch_transfer((images, params), 0)
         assert out.shape == (8, 3, 16, 16)
-
-        def windows(image):
-            return [image[:, r : r + 16, c : c + 16] for r in range(3) for c in range(3)]
-
-        flipped = [not any(torch.equal(o, w) for w in windows(b)) for o, b in zip(out, batch)]
-        assert any(flipped) and not all(flipped)
+        for o, image, (top, left, flip) in zip(out, images, params.tolist()):
+            window = image[:, top : top + 16, left : left + 16]
+            assert torch.allclose(o, window.flip(-1) if flip else window, atol=1e-6)
+        assert 0 < params[:, 2].sum() < 8  # some flipped, some not
 
     def test_validation_crops_are_fixed(self, folder):
         dm = InpaintingDataModule(folder, crop_size=16, val_fraction=0.34)
@@ -132,7 +130,7 @@ class TestInpaintingDataModule:
             save(tmp_path / f"{i}.png", np.full((10, 12, 3), 60 * i, np.uint8))
         dm = InpaintingDataModule(tmp_path, crop_size=32, samples_per_epoch=4, batch_size=2)
         dm.setup()
-        assert next(iter(dm.train_dataloader())).shape == (2, 3, 36, 36)
+        assert next(iter(dm.train_dataloader()))[0].shape == (2, 3, 36, 36)
 
     def test_bad_arguments(self, tmp_path):
         with pytest.raises(ValueError, match="crop_size must be an int >= 8, got 4"):

@@ -1,0 +1,223 @@
+"""The inpainting LightningModule: one optimizer for a U-Net, two for the GAN variant."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from masking.functional import mask_product
+from masking.generators import MaskGenerator
+
+from .io import save_image
+from .losses import InpaintingLoss, hinge_discriminator_loss, hinge_generator_loss
+from .metrics import InpaintingMetrics
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+class InpaintingTask(pl.LightningModule):
+    """Trains an inpainting network on image batches, drawing one mask per image.
+
+    Args:
+        net: ``(image, mask) -> output`` (PConv U-Net) or ``-> (coarse, refined)`` (gated generator);
+            every returned image is trained with ``loss``.
+        loss: the reconstruction loss.
+        optimizer: factory called with the network's parameters (a Hydra ``_partial_``).
+        mask_generator: draws the training masks on the batch's device.
+        eval_masks: the fixed evaluation set, ``{bin_name: (N, 1, H, W)}``; validation image ``i``
+            gets bin ``i mod 6`` and that bin's mask ``(i div 6) mod N``, the same masks every time.
+        mask_seed: seed of the training masks (each rank adds its rank).
+        ramp_steps: steps over which the mask generator's difficulty ramp runs (``None``: no ramp).
+        scheduler: optional factory called with the optimizer.
+        discriminator, d_optimizer, gan_weight: the SN-PatchGAN variant (hinge losses, one
+            discriminator step per generator step).
+        sample_dir: where the validation sample grids are written as PNG.
+        samples: images per sample grid.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: InpaintingLoss,
+        optimizer: OptimizerFactory,
+        mask_generator: MaskGenerator,
+        eval_masks: dict[str, Tensor],
+        *,
+        mask_seed: int = 0,
+        ramp_steps: int | None = None,
+        scheduler: Callable | None = None,
+        discriminator: nn.Module | None = None,
+        d_optimizer: OptimizerFactory | None = None,
+        gan_weight: float = 0.1,
+        sample_dir: str | Path | None = None,
+        samples: int = 8,
+    ) -> None:
+        super().__init__()
+        if discriminator is not None and d_optimizer is None:
+            raise ValueError("d_optimizer is required with a discriminator")
+        self.net, self.loss, self.discriminator = net, loss, discriminator
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.d_optimizer_factory, self.gan_weight = d_optimizer, float(gan_weight)
+        self.mask_generator, self.mask_seed, self.ramp_steps = mask_generator, mask_seed, ramp_steps
+        self.eval_bins = list(eval_masks)
+        # one (bins × per_bin) stack, so it moves with the module and is saved in no checkpoint
+        self.register_buffer("eval_masks", torch.stack(list(eval_masks.values())), persistent=False)
+        self.sample_dir = None if sample_dir is None else Path(sample_dir)
+        self.samples = samples
+        self.val_metrics = InpaintingMetrics()
+        self.automatic_optimization = discriminator is None
+        self._mask_rng: torch.Generator | None = None
+        self._val_seen = 0
+
+    # -- masks --------------------------------------------------------------------------------
+
+    def mask_rng(self) -> torch.Generator:
+        if self._mask_rng is None:
+            self._mask_rng = torch.Generator().manual_seed(
+                self.mask_seed * 1_000_003 + self.global_rank
+            )
+        return self._mask_rng
+
+    def training_masks(self, images: Tensor) -> Tensor:
+        progress = None if not self.ramp_steps else self.global_step / self.ramp_steps
+        b, _, h, w = images.shape
+        masks = self.mask_generator(
+            b, h, w, generator=self.mask_rng(), device=images.device, progress=progress
+        )
+        return masks.to(images.dtype)
+
+    def validation_masks(
+        self, first: int, count: int, size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """Masks and bin indices for validation images ``first ... first + count - 1``."""
+        n_bins, per_bin = self.eval_masks.shape[:2]
+        if tuple(self.eval_masks.shape[-2:]) != size:
+            raise ValueError(
+                f"evaluation masks are {tuple(self.eval_masks.shape[-2:])} but validation images are "
+                f"{size}; build them at the validation crop size"
+            )
+        index = torch.arange(first, first + count, device=self.eval_masks.device)
+        bins = index % n_bins
+        return self.eval_masks[bins, (index // n_bins) % per_bin], bins
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def forward(self, image: Tensor, mask: Tensor) -> list[Tensor]:
+        out = self.net(image, mask)
+        return list(out) if isinstance(out, tuple | list) else [out]
+
+    def _reconstruction(self, outputs: list[Tensor], images: Tensor, masks: Tensor, stage: str):
+        total = 0.0
+        for i, output in enumerate(outputs):
+            value, terms = self.loss(output, images, masks)
+            total = total + value
+            suffix = "" if len(outputs) == 1 else f"_{i}"
+            for name, term in terms.items():
+                self.log(
+                    f"{stage}/loss_{name}{suffix}", term, on_step=stage == "train", on_epoch=True
+                )
+        return total
+
+    def training_step(self, images: Tensor, batch_idx: int) -> Tensor | None:
+        masks = self.training_masks(images)
+        outputs = self(images, masks)
+        loss = self._reconstruction(outputs, images, masks, "train")
+        if self.discriminator is None:
+            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+            return loss
+        g_opt, d_opt = self.optimizers()
+        composite = mask_product(images, masks) + mask_product(outputs[-1], 1 - masks)
+        g_adv = hinge_generator_loss(self.discriminator(composite, masks))
+        g_total = loss + self.gan_weight * g_adv
+        g_opt.zero_grad()
+        self.manual_backward(g_total)
+        g_opt.step()
+        d_loss = hinge_discriminator_loss(
+            self.discriminator(images, masks), self.discriminator(composite.detach(), masks)
+        )
+        d_opt.zero_grad()
+        self.manual_backward(d_loss)
+        d_opt.step()
+        self.log_dict(
+            {"train/loss": g_total, "train/g_adv": g_adv, "train/d_loss": d_loss},
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+        )
+        return None
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_seen = 0
+
+    def validation_step(self, images: Tensor, batch_idx: int) -> None:
+        masks, bins = self.validation_masks(
+            self._val_seen, images.shape[0], tuple(images.shape[-2:])
+        )
+        self._val_seen += images.shape[0]
+        masks = masks.to(images.dtype)
+        outputs = self(images, masks)
+        loss = self._reconstruction(outputs, images, masks, "val")
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True)
+        composite = mask_product(images, masks) + mask_product(outputs[-1].clamp(0, 1), 1 - masks)
+        self.val_metrics.update(composite, images, masks, bins)
+        if batch_idx == 0:
+            self._save_samples(images, masks, outputs[-1], composite)
+
+    def on_validation_epoch_end(self) -> None:
+        values = {f"val/{k}": v for k, v in self.val_metrics.compute().items()}
+        self.log("val/psnr", values.pop("val/psnr"), prog_bar=True)
+        self.log_dict(values)
+        self.val_metrics.reset()
+
+    # -- samples ------------------------------------------------------------------------------
+
+    def _save_samples(self, images, masks, output, composite) -> None:
+        n = min(self.samples, images.shape[0])
+        grey = torch.full_like(images[:n], 0.5)
+        masked = mask_product(images[:n], masks[:n]) + mask_product(grey, 1 - masks[:n])
+        # rows: masked input | output | composite | target
+        rows = [
+            torch.cat(list(t[:n].clamp(0, 1).float().cpu()), dim=2)
+            for t in (masked, output, composite, images)
+        ]
+        grid = torch.cat(rows, dim=1)
+        if (
+            self.sample_dir is not None
+            and self.global_rank == 0
+            and not self.trainer.sanity_checking
+        ):
+            save_image(self.sample_dir / f"epoch_{self.current_epoch:03d}.png", grid)
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_image"):
+            experiment.add_image("val/samples", grid, self.global_step)
+        elif experiment is not None and hasattr(self.logger, "log_image"):
+            self.logger.log_image("val/samples", [grid], step=self.global_step)
+
+    # -- optimisers and state -----------------------------------------------------------------
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.net.parameters())
+        if self.discriminator is not None:
+            return [optimizer, self.d_optimizer_factory(self.discriminator.parameters())]
+        if self.scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the training masks continue exactly after a resume
+        checkpoint["mask_rng_state"] = self.mask_rng().get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("mask_rng_state")
+        if state is not None:
+            self.mask_rng().set_state(state)
