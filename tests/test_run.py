@@ -15,7 +15,9 @@ def test_task_options_exist():
 
 
 def test_demo_writes_metrics_and_picture(tmp_path):
-    cfg = compose_config(tmp_path, ["task.size=64", "task.holes=3", "task.image=coffee"])
+    cfg = compose_config(
+        tmp_path, ["task=demo", "task.size=64", "task.holes=3", "task.image=coffee"]
+    )
     value = run(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert value == metrics["demo/psnr_hole"]
@@ -27,19 +29,19 @@ def test_demo_writes_metrics_and_picture(tmp_path):
 
 
 def test_demo_is_deterministic(tmp_path):
-    first = run(compose_config(tmp_path / "a", ["task.size=48"]))
-    second = run(compose_config(tmp_path / "b", ["task.size=48"]))
+    first = run(compose_config(tmp_path / "a", ["task=demo", "task.size=48"]))
+    second = run(compose_config(tmp_path / "b", ["task=demo", "task.size=48"]))
     assert first == second
 
 
 def test_bad_task_value_names_the_key(tmp_path):
     with pytest.raises(ValueError, match=r"task\.kernel_size must be odd, got 4"):
-        run(compose_config(tmp_path, ["task.kernel_size=4", "task.size=32"]))
+        run(compose_config(tmp_path, ["task=demo", "task.kernel_size=4", "task.size=32"]))
 
 
 def test_cli_rejects_unknown_keys(tmp_path):
     result = subprocess.run(
-        [sys.executable, "run.py", "task.imagee=coffee", f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "run.py", "task=demo", "task.imagee=coffee", f"hydra.run.dir={tmp_path}"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -49,13 +51,25 @@ def test_cli_rejects_unknown_keys(tmp_path):
     assert "imagee" in result.stderr
 
 
-def test_cli_runs_the_default_job(tmp_path):
+def test_default_job_is_inpainting_training(tmp_path):
+    assert compose_config(tmp_path).task.name == "inpaint"
+
+
+def test_cli_runs_a_short_default_job(tmp_path):
+    fast = [
+        "logger=none",
+        "trainer.max_epochs=1",
+        "data.samples_per_epoch=32",
+        "data.max_val_crops=8",
+        "task.eval_masks_per_bin=2",
+    ]
     result = subprocess.run(
-        [sys.executable, "run.py", "task.size=48", f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "run.py", *fast, f"hydra.run.dir={tmp_path}"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "demo/psnr_hole" in json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["train/steps"] == 2 and "val/hole_l1" in metrics
