@@ -40,6 +40,8 @@ class InpaintingTask(pl.LightningModule):
             discriminator step per generator step).
         sample_dir: where the validation sample grids are written as PNG.
         samples: images per sample grid.
+        net_spec: the network's ``_target_`` and arguments, saved in checkpoints so that
+            ``task=predict`` can rebuild it without the training config or pickled objects.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class InpaintingTask(pl.LightningModule):
         gan_weight: float = 0.1,
         sample_dir: str | Path | None = None,
         samples: int = 8,
+        net_spec: dict | None = None,
     ) -> None:
         super().__init__()
         if discriminator is not None and d_optimizer is None:
@@ -75,6 +78,7 @@ class InpaintingTask(pl.LightningModule):
         self.automatic_optimization = discriminator is None
         self._mask_rng: torch.Generator | None = None
         self._val_seen = 0
+        self.net_spec = net_spec
 
     # -- masks --------------------------------------------------------------------------------
 
@@ -216,6 +220,8 @@ class InpaintingTask(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the training masks continue exactly after a resume
         checkpoint["mask_rng_state"] = self.mask_rng().get_state()
+        if self.net_spec is not None:
+            checkpoint["net_spec"] = self.net_spec
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("mask_rng_state")

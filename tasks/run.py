@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-TASKS = ("demo", "inpaint")
+TASKS = ("demo", "inpaint", "predict")
 
 
 def run(cfg: DictConfig) -> float:
@@ -29,6 +29,18 @@ def run(cfg: DictConfig) -> float:
         from .train_inpaint import run_inpaint
 
         metrics = run_inpaint(cfg, output_dir)
+    elif name == "predict":
+        from .predict import run_predict
+
+        metrics = run_predict(
+            ckpt_path=cfg.ckpt_path,
+            input_path=cfg.input,
+            masks_path=cfg.masks,
+            output_dir=cfg.output,
+            holes_are_white=cfg.holes_are_white,
+            device=cfg.task.device,
+            run_dir=output_dir,
+        )
     else:
         from .demo import run_demo
 

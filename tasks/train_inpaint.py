@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def run_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         gan_weight=gan.weight if gan else 0.0,
         sample_dir=output_dir / "samples",
         samples=task_cfg.samples,
+        net_spec=OmegaConf.to_container(cfg.net, resolve=True),
     )
     checkpoints = ModelCheckpoint(
         dirpath=output_dir / "checkpoints",

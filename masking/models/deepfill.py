@@ -115,8 +115,10 @@ class GatedGenerator(nn.Module):
         self.coarse = _Branch(layer, output_layer, in_channels + 1, width, out_channels)
         self.refine = _Branch(layer, output_layer, in_channels + 1, width, out_channels)
 
+    size_multiple = 4  # height and width must be multiples of this
+
     def forward(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        check_image_and_mask(image, mask, multiple=4)
+        check_image_and_mask(image, mask, multiple=self.size_multiple)
         mask = mask.to(image.dtype)
         x = mask_product(image, mask)
         coarse = self.coarse(torch.cat([x, mask], 1), mask)

@@ -124,6 +124,11 @@ class PConvUNet(nn.Module):
             act = nn.Identity() if last else nn.LeakyReLU(0.2)
             self.decoder.append(_Stage(conv, norm, act))
 
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this."""
+        return 2**self.depth
+
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         check_image_and_mask(
             image,
