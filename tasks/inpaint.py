@@ -40,6 +40,8 @@ class InpaintingTask(pl.LightningModule):
             discriminator step per generator step).
         sample_dir: where the validation sample grids are written as PNG.
         samples: images per sample grid.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 over the run's optimiser steps; an
+            explicit ``scheduler`` takes precedence).
         net_spec: the network's ``_target_`` and arguments, saved in checkpoints so that
             ``task=predict`` can rebuild it without the training config or pickled objects.
     """
@@ -61,6 +63,7 @@ class InpaintingTask(pl.LightningModule):
         sample_dir: str | Path | None = None,
         samples: int = 8,
         net_spec: dict | None = None,
+        lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
         if discriminator is not None and d_optimizer is None:
@@ -79,6 +82,9 @@ class InpaintingTask(pl.LightningModule):
         self._mask_rng: torch.Generator | None = None
         self._val_seen = 0
         self.net_spec = net_spec
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        self.lr_schedule = lr_schedule
 
     # -- masks --------------------------------------------------------------------------------
 
@@ -210,11 +216,16 @@ class InpaintingTask(pl.LightningModule):
         optimizer = self.optimizer_factory(self.net.parameters())
         if self.discriminator is not None:
             return [optimizer, self.d_optimizer_factory(self.discriminator.parameters())]
-        if self.scheduler_factory is None:
+        if self.scheduler_factory is not None:
+            scheduler = self.scheduler_factory(optimizer)
+        elif self.lr_schedule == "cosine":
+            steps = max(1, int(self.trainer.estimated_stepping_batches))
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        else:
             return optimizer
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -52,6 +52,7 @@ def run_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         sample_dir=output_dir / "samples",
         samples=task_cfg.samples,
         net_spec=OmegaConf.to_container(cfg.net, resolve=True),
+        lr_schedule=task_cfg.lr_schedule,
     )
     checkpoints = ModelCheckpoint(
         dirpath=output_dir / "checkpoints",

@@ -59,6 +59,7 @@ def test_cli_runs_a_short_default_job(tmp_path):
     fast = [
         "logger=none",
         "trainer.max_epochs=1",
+        "trainer.check_val_every_n_epoch=1",
         "data.samples_per_epoch=32",
         "data.max_val_crops=8",
         "task.eval_masks_per_bin=2",

@@ -80,3 +80,38 @@ def test_mask_product_benchmark_writes_its_report(tmp_path):
         "weight_full",
     }
     assert all(r["fraction_of_copy"] > 0 for r in payload["results"])
+
+
+def test_inpaint_quality_benchmark_writes_its_report(tmp_path):
+    from tasks import run
+    from tests.hydra_config import compose_config
+    from tests.tasks.test_inpaint_task import FAST
+
+    run(compose_config(tmp_path / "train", FAST))
+    out = tmp_path / "q"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench_inpaint_quality.py",
+            "--ckpt",
+            str(tmp_path / "train" / "checkpoints" / "last.ckpt"),
+            "--size",
+            "32",
+            "--per-bin",
+            "1",
+            "--max-images",
+            "3",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert set(payload["results"]) == {"ours", "telea", "navier_stokes", "biharmonic"}
+    assert len(payload["results"]["telea"]["per_bin"]) == 6
+    assert payload["ours_vs_telea_hole_l1"] > 0
+    assert "| average |" in out.with_suffix(".md").read_text()

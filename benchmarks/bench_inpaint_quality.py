@@ -1,0 +1,177 @@
+"""Inpainting quality per hole-ratio bin: a checkpoint against OpenCV and scikit-image baselines.
+
+    python benchmarks/bench_inpaint_quality.py --ckpt outputs/inpaint/<date>/checkpoints/last.ckpt
+
+The validation crops of the training split (same data, crop size and split seed as the run) are
+inpainted with the fixed evaluation masks (six PConv bins; image i takes mask i mod per_bin of every
+bin) by the checkpoint, OpenCV's Telea and Navier-Stokes inpainting and scikit-image's biharmonic
+inpainting. Each method's composite is scored with hole-L1, PSNR and SSIM; the JSON and Markdown go to
+benchmarks/results/inpaint_quality.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, provenance
+
+from datamodules import InpaintingDataModule
+from masking.generators import HOLE_RATIO_BINS, bin_name, evaluation_masks
+from tasks.io import write_atomic, write_json
+from tasks.metrics import NAMES, per_image_scores
+from tasks.predict import inpaint, load_network
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    return (image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+
+
+def _from_uint8(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array).permute(2, 0, 1).float() / 255
+
+
+def classical_methods(radius: int) -> dict:
+    import cv2
+    from skimage.restoration import inpaint_biharmonic
+
+    def opencv(flag):
+        def run(image, mask):
+            holes = (mask.numpy() < 0.5).astype(np.uint8)
+            return _from_uint8(cv2.inpaint(_to_uint8(image), holes, radius, flag))
+
+        return run
+
+    def biharmonic(image, mask):
+        holes = mask.numpy() < 0.5
+        filled = inpaint_biharmonic(image.permute(1, 2, 0).numpy(), holes, channel_axis=-1)
+        return torch.from_numpy(filled).permute(2, 0, 1).float().clamp(0, 1)
+
+    return {
+        "telea": opencv(cv2.INPAINT_TELEA),
+        "navier_stokes": opencv(cv2.INPAINT_NS),
+        "biharmonic": biharmonic,
+    }
+
+
+def evaluate(methods: dict, images: torch.Tensor, masks: dict[str, torch.Tensor]) -> dict:
+    results = {}
+    for name, method in methods.items():
+        per_bin, seconds = {}, 0.0
+        for bin_label, bin_masks in masks.items():
+            scores = []
+            for i, image in enumerate(tqdm(images, desc=f"{name} {bin_label}", leave=False)):
+                mask = bin_masks[i % len(bin_masks), 0]
+                start = time.perf_counter()
+                filled = method(image, mask)
+                seconds += time.perf_counter() - start
+                composite = image * mask + filled * (1 - mask)
+                scores.append(per_image_scores(composite[None], image[None], mask[None, None])[0])
+            mean = torch.stack(scores).mean(0)
+            per_bin[bin_label] = {n: float(mean[j]) for j, n in enumerate(NAMES)}
+        averaged = {n: float(np.mean([v[n] for v in per_bin.values()])) for n in NAMES}
+        results[name] = {
+            "per_bin": per_bin,
+            "bin_average": averaged,
+            "seconds_per_image": seconds / (len(images) * len(masks)),
+        }
+    return results
+
+
+def markdown(payload: dict) -> str:
+    methods = list(payload["results"])
+    lines = [
+        f"Inpainting quality on {payload['images']} validation crops of {payload['size']} px, "
+        f"{payload['per_bin']} masks per bin, checkpoint `{payload['checkpoint']}`, commit "
+        f"{str(payload['commit'])[:10]}. Hole-L1 (lower is better) / PSNR dB / SSIM of the composite.",
+        "",
+        "| bin | " + " | ".join(methods) + " |",
+        "|---|" + "---:|" * len(methods),
+    ]
+    bins = [bin_name(lo, hi) for lo, hi in HOLE_RATIO_BINS] + ["average"]
+    for label in bins:
+        cells = []
+        for m in methods:
+            r = payload["results"][m]
+            v = r["bin_average"] if label == "average" else r["per_bin"][label]
+            cells.append(f"{v['hole_l1']:.4f} / {v['psnr']:.2f} / {v['ssim']:.3f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    ratio = payload.get("ours_vs_telea_hole_l1")
+    if ratio is not None:
+        lines += [
+            "",
+            f"Bin-averaged hole-L1, ours / Telea: {ratio:.3f}; bins where ours beats "
+            f"Telea on hole-L1: {payload['bins_beating_telea']} of 6.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--ckpt", type=Path, default=None, help="checkpoint written by task=inpaint"
+    )
+    parser.add_argument(
+        "--root", type=Path, default=None, help="image folder (default: bundled photos)"
+    )
+    parser.add_argument("--size", type=int, default=64, help="crop size (the run's data.crop_size)")
+    parser.add_argument("--per-bin", type=int, default=8, help="evaluation masks per bin")
+    parser.add_argument("--max-images", type=int, default=48, help="validation crops used")
+    parser.add_argument("--split-seed", type=int, default=0, help="the run's data.split_seed")
+    parser.add_argument("--radius", type=int, default=3, help="OpenCV inpainting radius")
+    parser.add_argument("--out", type=Path, default=None, help="result path without extension")
+    args = parser.parse_args(argv)
+    if args.ckpt is not None and not args.ckpt.is_file():
+        parser.error(f"--ckpt {args.ckpt} is not a file")
+    dm = InpaintingDataModule(
+        args.root,
+        crop_size=args.size,
+        val_crops="tiled",
+        max_val_crops=args.max_images,
+        split_seed=args.split_seed,
+    )
+    dm.setup()
+    images = torch.stack(
+        [dm.val_dataloader().dataset[i] for i in range(len(dm.val_dataloader().dataset))]
+    )
+    masks = evaluation_masks(args.size, args.per_bin, seed=0)
+    methods = {}
+    if args.ckpt is not None:
+        net = load_network(args.ckpt)
+        methods["ours"] = lambda image, mask: inpaint(net, image, mask)
+    methods.update(classical_methods(args.radius))
+    results = evaluate(methods, images, masks)
+    payload = {
+        "benchmark": "inpaint_quality",
+        **provenance(torch.device("cpu")),
+        "checkpoint": str(args.ckpt) if args.ckpt else None,
+        "size": args.size,
+        "per_bin": args.per_bin,
+        "images": len(images),
+        "results": results,
+    }
+    if "ours" in results:
+        ours, telea = results["ours"], results["telea"]
+        payload["ours_vs_telea_hole_l1"] = (
+            ours["bin_average"]["hole_l1"] / telea["bin_average"]["hole_l1"]
+        )
+        payload["bins_beating_telea"] = sum(
+            ours["per_bin"][b]["hole_l1"] < telea["per_bin"][b]["hole_l1"] for b in ours["per_bin"]
+        )
+    out = args.out or REPO / "benchmarks" / "results" / "inpaint_quality"
+    write_json(out.with_suffix(".json"), payload)
+    table = markdown(payload)
+    write_atomic(out.with_suffix(".md"), table)
+    print(table)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
