@@ -99,3 +99,13 @@ def time_side_by_side(
             "calls_per_round": block,
         }
     return out
+
+
+def write_report(out: Path, payload: dict, table: str) -> None:
+    """``out``.json and ``out``.md, written atomically, and the table printed."""
+    from tasks.io import write_atomic, write_json
+
+    write_json(out.with_suffix(".json"), payload)
+    write_atomic(out.with_suffix(".md"), table)
+    print(table)
+    print(f"wrote {out.with_suffix('.json')} and .md")

@@ -21,11 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, provenance
+from _common import REPO, provenance, write_report
 
 from datamodules import InpaintingDataModule
 from masking.generators import HOLE_RATIO_BINS, bin_name, evaluation_masks
-from tasks.io import write_atomic, write_json
 from tasks.metrics import NAMES, per_image_scores
 from tasks.predict import inpaint, load_network
 
@@ -166,10 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
             ours["per_bin"][b]["hole_l1"] < telea["per_bin"][b]["hole_l1"] for b in ours["per_bin"]
         )
     out = args.out or REPO / "benchmarks" / "results" / "inpaint_quality"
-    write_json(out.with_suffix(".json"), payload)
-    table = markdown(payload)
-    write_atomic(out.with_suffix(".md"), table)
-    print(table)
+    write_report(out, payload, markdown(payload))
     return payload
 
 

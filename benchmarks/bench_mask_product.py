@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, provenance, time_side_by_side
+from _common import REPO, provenance, time_side_by_side, write_report
 
 from masking import mask_product
-from tasks.io import write_atomic, write_json
 
 # (name, x shape, mask shape)
 CASES = [
@@ -129,10 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         "min_fraction_of_clone": min(r["fraction_of_clone"] for r in results),
     }
     out = args.out or REPO / "benchmarks" / "results" / f"mask_product-{device.type}"
-    write_json(out.with_suffix(".json"), payload)
-    table = markdown(payload)
-    write_atomic(out.with_suffix(".md"), table)
-    print(table)
+    write_report(out, payload, markdown(payload))
     return payload
 
 

@@ -28,10 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, provenance, time_side_by_side
+from _common import REPO, provenance, time_side_by_side, write_report
 
 from masking import PartialConv2d
-from tasks.io import write_atomic, write_json
 
 SHAPES = [(64, 128), (256, 64), (512, 32)]  # (channels, height = width)
 BATCH = 4
@@ -207,11 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
         "acceptance": acceptance(ratios),
     }
     out = args.out or REPO / "benchmarks" / "results" / f"partial_conv-{device.type}"
-    write_json(out.with_suffix(".json"), payload)
-    table = markdown(payload)
-    write_atomic(out.with_suffix(".md"), table)
-    print(table)
-    print(f"wrote {out.with_suffix('.json')}")
+    write_report(out, payload, markdown(payload))
     return payload
 
 
