@@ -112,3 +112,38 @@ def test_wandb_logs_offline_into_the_run_directory(tmp_path, monkeypatch):
     run(compose_config(tmp_path, [*FAST[:1], *FAST[2:], "logger=wandb"]))
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
+
+
+def test_gan_steps_update_generator_and_discriminator():
+    import functools
+
+    import pytorch_lightning as pl
+
+    from masking.generators import Boxes, evaluation_masks
+    from masking.models import GatedGenerator, PatchDiscriminator
+    from tasks.losses import InpaintingLoss
+
+    gen, disc = GatedGenerator(width=4), PatchDiscriminator(width=4)
+    adam = functools.partial(torch.optim.Adam, lr=1e-3)
+    task = InpaintingTask(
+        gen,
+        InpaintingLoss(),
+        adam,
+        Boxes(),
+        evaluation_masks(32, 1),
+        discriminator=disc,
+        d_optimizer=adam,
+    )
+    before = {n: p.detach().clone() for n, p in task.named_parameters()}
+    images = torch.utils.data.DataLoader(torch.rand(8, 3, 32, 32), batch_size=4)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(task, train_dataloaders=images)
+    changed = {n.split(".")[0] for n, p in task.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"net", "discriminator"}
+    assert trainer.global_step == 4  # one generator and one discriminator step per batch
