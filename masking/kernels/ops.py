@@ -177,8 +177,8 @@ def partial_conv2d(
     dilation: Sequence[int],
     groups: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Returns the output, the fp32 ``valid_scale`` and the new mask (0/1 in ``x``'s dtype), the last
-    two ``(B, 1 or groups, H', W')``."""
+    """Returns the output, ``valid_scale`` (fp32; fp64 for fp64 ``x``) and the new mask (0/1 in
+    ``x``'s dtype), the last two ``(B, 1 or groups, H', W')``."""
     with torch.autocast(x.device.type, enabled=False):
         scale, valid = valid_scale(
             mask, weight.shape, stride, padding, dilation, groups, _scale_dtype(x)
