@@ -28,9 +28,8 @@ def _checked(backend: str) -> str:
 
 
 _backend = _checked(os.environ.get("MASKING_KERNELS", "auto"))
-_triton_broken: str | None = (
-    None  # why Triton failed in "auto" mode; the reference serves from then on
-)
+# why Triton failed in "auto" mode; the reference serves from then on
+_triton_broken: str | None = None
 
 
 def get_backend() -> str:

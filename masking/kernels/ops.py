@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import conv_output_size
 from . import reference
 from .dispatch import run_kernel
 from .workspace import scratch_like
@@ -69,8 +70,7 @@ def box_sum2d(
     """
     m = mask if mask.dtype == torch.float64 else mask.float()
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    out_h = (m.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    out_w = (m.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    out_h, out_w = conv_output_size(tuple(m.shape[2:]), (kh, kw), stride, padding, dilation)
     if ph or pw:
         m = F.pad(m, (pw, pw, ph, ph))
     rows = m[:, :, 0 : (out_h - 1) * sh + 1 : sh].clone()
@@ -130,14 +130,16 @@ def conv2d(
     sweep; ``nn.Conv2d`` has it too). Those convolutions run in fp32 and are rounded back.
     """
     if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
-        kh, kw = weight.shape[2], weight.shape[3]
-        out_h = (x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-        out_w = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        out_h, out_w = _output_size(x, weight, stride, padding, dilation)
         if (out_w == 1 and stride[1] > 1) or (out_h == 1 and stride[0] > 1):
             wide = None if bias is None else bias.float()
             out = F.conv2d(x.float(), weight.float(), wide, stride, padding, dilation, groups)
             return out.to(x.dtype)
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def _output_size(x, weight, stride, padding, dilation) -> tuple[int, int]:
+    return conv_output_size(tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
 
 
 def _scale_dtype(x: Tensor) -> torch.dtype:
@@ -193,9 +195,7 @@ def partial_conv2d(
 
 @partial_conv2d.register_fake
 def _(x, mask, weight, bias, stride, padding, dilation, groups):
-    kh, kw = weight.shape[2], weight.shape[3]
-    out_h = (x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    out_w = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    out_h, out_w = _output_size(x, weight, stride, padding, dilation)
     out = x.new_empty((x.shape[0], weight.shape[0], out_h, out_w))
     out = out.contiguous(memory_format=_conv_memory_format(x))
     mask_shape = (x.shape[0], 1 if mask.shape[1] == 1 else groups, out_h, out_w)
