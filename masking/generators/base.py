@@ -28,9 +28,29 @@ def check_range(name: str, value, *, low: float, high: float) -> tuple[float, fl
     return lo, hi
 
 
-def check_probability(name: str, value: float) -> float:
-    if not (isinstance(value, int | float) and 0 <= value <= 1):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+def check_int_range(name: str, value, *, low: int) -> tuple[int, int]:
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (min, max) of ints, got {value!r}") from None
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (lo, hi)) or not low <= lo <= hi:
+        raise ValueError(f"{name} must be ints with {low} <= min <= max, got {value!r}")
+    return lo, hi
+
+
+def check_positive_range(name: str, value) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (min, max), got {value!r}") from None
+    if not 0 < lo <= hi:
+        raise ValueError(f"{name} must satisfy 0 < min <= max, got {value!r}")
+    return lo, hi
+
+
+def check_positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
 

@@ -4,8 +4,7 @@ import torch
 from torch import Tensor
 
 from ._draw import draw_boxes
-from .base import MaskGenerator, check_range, randint, uniform
-from .strokes import _int_range
+from .base import MaskGenerator, check_int_range, check_range, randint, uniform
 
 
 class Boxes(MaskGenerator):
@@ -27,7 +26,7 @@ class Boxes(MaskGenerator):
         ramp_start: float = 1.0,
     ) -> None:
         super().__init__(hole_ratio=hole_ratio, max_tries=max_tries, ramp_start=ramp_start)
-        self.boxes = _int_range("boxes", boxes, low=0)
+        self.boxes = check_int_range("boxes", boxes, low=0)
         self.side = check_range("side", side, low=0.0, high=1.0)
 
     def holes(self, height, width, scale, generator, device) -> Tensor:

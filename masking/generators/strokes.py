@@ -8,7 +8,14 @@ import torch
 from torch import Tensor
 
 from ._draw import draw_strokes
-from .base import MaskGenerator, randint, uniform
+from .base import (
+    MaskGenerator,
+    check_int_range,
+    check_positive,
+    check_positive_range,
+    randint,
+    uniform,
+)
 
 
 class FreeFormStrokes(MaskGenerator):
@@ -42,9 +49,9 @@ class FreeFormStrokes(MaskGenerator):
         ramp_start: float = 1.0,
     ) -> None:
         super().__init__(hole_ratio=hole_ratio, max_tries=max_tries, ramp_start=ramp_start)
-        self.strokes = _int_range("strokes", strokes, low=0)
-        self.vertices = _int_range("vertices", vertices, low=1)
-        self.width = _float_range("width", width)
+        self.strokes = check_int_range("strokes", strokes, low=0)
+        self.vertices = check_int_range("vertices", vertices, low=1)
+        self.width = check_positive_range("width", width)
         self.mean_angle = float(mean_angle)
         self.angle_range = float(angle_range)
         self.flip = bool(flip)
@@ -126,10 +133,12 @@ class IrregularStrokes(MaskGenerator):
             raise ValueError(f"preset must be one of {sorted(IRREGULAR_PRESETS)}, got {preset!r}")
         lo, hi, length, brush = IRREGULAR_PRESETS[preset]
         self.preset = preset
-        self.strokes = _int_range("strokes", strokes if strokes is not None else (lo, hi), low=0)
-        self.max_length = _positive("max_length", length if max_length is None else max_length)
-        self.max_width = _positive("max_width", brush if max_width is None else max_width)
-        self.max_angle = _positive("max_angle", max_angle)
+        self.strokes = check_int_range(
+            "strokes", strokes if strokes is not None else (lo, hi), low=0
+        )
+        self.max_length = check_positive("max_length", length if max_length is None else max_length)
+        self.max_width = check_positive("max_width", brush if max_width is None else max_width)
+        self.max_angle = check_positive("max_angle", max_angle)
 
     def holes(self, height, width, scale, generator, device) -> Tensor:
         size = scale * min(height, width) / 256
@@ -161,29 +170,3 @@ def _strokes_canvas(height, width, starts, ends, widths, device) -> Tensor:
     return draw_strokes(
         height, width, torch.stack(starts), torch.stack(ends), torch.tensor(widths), device=device
     )
-
-
-def _int_range(name: str, value, *, low: int) -> tuple[int, int]:
-    try:
-        lo, hi = value
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (min, max) of ints, got {value!r}") from None
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in (lo, hi)) or not low <= lo <= hi:
-        raise ValueError(f"{name} must be ints with {low} <= min <= max, got {value!r}")
-    return lo, hi
-
-
-def _float_range(name: str, value) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (min, max), got {value!r}") from None
-    if not 0 < lo <= hi:
-        raise ValueError(f"{name} must satisfy 0 < min <= max, got {value!r}")
-    return lo, hi
-
-
-def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
