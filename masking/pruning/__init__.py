@@ -1,0 +1,1 @@
+"""Pruning with learned Hadamard masks: parametrizations, estimators, schedules, compaction, export."""
