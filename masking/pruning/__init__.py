@@ -1,1 +1,34 @@
-"""Pruning with learned Hadamard masks: parametrizations, estimators, schedules, compaction, export."""
+"""Pruning with learned Hadamard masks: parametrizations, estimators, schedules, compaction, export.
+
+Typical use::
+
+    pruner = Pruner(model, method="movement", granularity="weight", sparsity=0.9,
+                    schedule=SparsitySchedule(0.9, kind="cubic", end_step=1000))
+    for step, batch in enumerate(loader):
+        pruner.step(step)                       # masks for this step
+        loss = task_loss(model, batch) + pruner.penalty()
+        ...
+    model = pruner.bake()                       # or pruner.compact(example) for channel masks
+"""
+
+from .estimators import ESTIMATORS, MaskSource
+from .granularity import Granularity, parse_granularity
+from .masks import HadamardMask, bake, mask_sources, masked_tensors
+from .pruner import PRUNABLE_TYPES, Pruner, select_modules
+from .schedule import SCHEDULES, SparsitySchedule
+
+__all__ = [
+    "ESTIMATORS",
+    "PRUNABLE_TYPES",
+    "SCHEDULES",
+    "Granularity",
+    "HadamardMask",
+    "MaskSource",
+    "Pruner",
+    "SparsitySchedule",
+    "bake",
+    "mask_sources",
+    "masked_tensors",
+    "parse_granularity",
+    "select_modules",
+]

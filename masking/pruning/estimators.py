@@ -1,0 +1,200 @@
+"""Mask estimators: how a mask is chosen and learned, behind one interface.
+
+A *mask source* holds one mask at its granularity (a weight's shape, a ``(rows, cols)`` block grid,
+or one entry per channel of a coupled group). The pruner decides how many entries survive (the
+schedule and the allocation) by ranking :meth:`MaskSource.importance` and writes the result into the
+``keep`` buffer; the estimator turns ``keep`` and its own state into the mask that multiplies the
+weight, and may add a penalty to the loss:
+
+=================  =========================================  ====================================
+estimator          mask (forward)                             learned state, penalty
+=================  =========================================  ====================================
+``magnitude``      ``keep`` (top-k of ``|W|``)                nothing (the baseline)
+``movement``       ``keep``, straight-through to the scores   scores (init ``|W|``), none
+``hard_concrete``  ``keep ⊙ z``, z a hard-concrete gate       ``log α``, expected L0 density
+``str``            ``keep ⊙ relu(1 − τ/|W|)`` (soft thresh.)  threshold ``τ = σ(s)·scale``, ``s²``
+``slimming``       ``keep`` (top-k of ``|γ|`` of BatchNorm)   nothing, L1 on the BN scales ``γ``
+=================  =========================================  ====================================
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class MaskSource(nn.Module):
+    """One mask at its granularity; subclasses are the estimators.
+
+    Args:
+        shape: the stored mask shape.
+        magnitude: the initial magnitude importance (same shape), used to initialise learned state.
+    """
+
+    name = "base"
+    learned = False  # has parameters the mask optimizer trains
+
+    def __init__(self, shape: tuple[int, ...], magnitude: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("keep", torch.ones(shape, dtype=torch.bool))
+        # The latest magnitude importance (refreshed by the pruner); not needed to resume.
+        self.register_buffer("magnitude", magnitude.detach().float().clone(), persistent=False)
+
+    def importance(self) -> Tensor:
+        """Higher survives; compared across sources for global allocation."""
+        return self.magnitude
+
+    def mask(self, weight: Tensor | None, resample: bool) -> Tensor:
+        """The mask at this source's granularity (float, values in [0, 1])."""
+        return self.keep.float()
+
+    def penalty(self) -> tuple[Tensor, int] | None:
+        """``(sum, count)`` of the estimator's penalty terms, or None."""
+        return None
+
+    def extra_repr(self) -> str:
+        kept = int(self.keep.sum())
+        return f"shape={tuple(self.keep.shape)}, kept={kept}/{self.keep.numel()}"
+
+
+class MagnitudeMask(MaskSource):
+    """Fixed masks from weight magnitude (L2 norm per block or channel): the baseline."""
+
+    name = "magnitude"
+
+
+class MovementMask(MaskSource):
+    """Straight-through top-k on learned scores (movement pruning / edge-popup family).
+
+    The forward mask is the hard ``keep`` selected from the scores; the backward pass treats it as
+    the identity, so ``∂L/∂score = ∂L/∂mask = ∂L/∂(W ⊙ m) · W``: weights moving away from zero gain
+    score. Scores start at the magnitude normalised to mean 1, so fine-tuning starts from the
+    magnitude ranking and moves from there.
+    """
+
+    name = "movement"
+    learned = True
+
+    def __init__(self, shape: tuple[int, ...], magnitude: Tensor) -> None:
+        super().__init__(shape, magnitude)
+        init = magnitude.detach().float()
+        self.scores = nn.Parameter(init / init.mean().clamp_min(1e-12))
+
+    def importance(self) -> Tensor:
+        return self.scores.detach()
+
+    def mask(self, weight: Tensor | None, resample: bool) -> Tensor:
+        return self.keep.float() + (self.scores - self.scores.detach())
+
+
+class HardConcreteMask(MaskSource):
+    """Hard-concrete gates with an expected-L0 penalty (Louizos, Welling & Kingma, 2018).
+
+    In training each entry is a stretched, clamped concrete sample ``z ∈ [0, 1]`` with location
+    ``log α``; in evaluation its deterministic value. The penalty is the expected fraction of
+    non-zero gates, ``mean σ(log α − β log(−γ/ζ))``. ``log α`` starts open (``init_open``) and
+    ordered by magnitude, so the pretrained network is unchanged at the start.
+
+    Args:
+        temperature, stretch: ``β`` and ``(γ, ζ)`` of the hard-concrete distribution.
+        init_open: initial mean of ``log α``.
+    """
+
+    name = "hard_concrete"
+    learned = True
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        magnitude: Tensor,
+        *,
+        temperature: float = 2.0 / 3.0,
+        stretch: tuple[float, float] = (-0.1, 1.1),
+        init_open: float = 3.0,
+    ) -> None:
+        super().__init__(shape, magnitude)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        low, high = stretch
+        if not (low < 0 and high > 1):
+            raise ValueError(f"stretch must be (γ < 0, ζ > 1), got {stretch!r}")
+        self.temperature, self.low, self.high = float(temperature), float(low), float(high)
+        log_mag = magnitude.detach().float().clamp_min(1e-12).log()
+        spread = (
+            (log_mag - log_mag.mean()) / log_mag.std().clamp_min(1e-6) if log_mag.numel() > 1 else 0
+        )
+        self.log_alpha = nn.Parameter(init_open + 0.5 * torch.as_tensor(spread).clamp(-3, 3))
+        self._noise: Tensor | None = None
+
+    def importance(self) -> Tensor:
+        return self.log_alpha.detach()
+
+    def gate(self, resample: bool) -> Tensor:
+        if self.training:
+            if resample or self._noise is None or self._noise.shape != self.log_alpha.shape:
+                u = torch.rand_like(self.log_alpha).clamp_(1e-6, 1 - 1e-6)
+                self._noise = u.log() - (-u).log1p()
+            s = torch.sigmoid((self._noise + self.log_alpha) / self.temperature)
+        else:
+            s = torch.sigmoid(self.log_alpha)
+        return (s * (self.high - self.low) + self.low).clamp(0.0, 1.0)
+
+    def mask(self, weight: Tensor | None, resample: bool) -> Tensor:
+        return self.keep.float() * self.gate(resample)
+
+    def penalty(self) -> tuple[Tensor, int]:
+        shift = self.temperature * math.log(-self.low / self.high)
+        return torch.sigmoid(self.log_alpha - shift).sum(), self.log_alpha.numel()
+
+    def __getstate__(self):  # the sampled noise is scratch, never saved or copied
+        state = super().__getstate__()
+        return {**state, "_noise": None}
+
+
+class STRMask(MaskSource):
+    """Soft threshold reparameterisation (Kusupati et al., 2020): ``W ⊙ relu(1 − τ/|W|)``.
+
+    That is ``sign(W)·relu(|W| − τ)``: weights below the learned threshold ``τ = σ(s)·scale`` are
+    zero, the rest shrink by ``τ``. ``scale`` is the layer's mean magnitude at the start, so one
+    ``s`` means the same relative threshold in every layer. For blocks and channels ``|W|`` is the
+    block's or channel's norm (refreshed every pruner step; the gradient flows to ``s`` only). The
+    penalty ``s²`` is STR's weight decay on ``s``, pulling the threshold up from ``σ(init)``.
+    """
+
+    name = "str"
+    learned = True
+
+    def __init__(self, shape: tuple[int, ...], magnitude: Tensor, *, init: float = -5.0) -> None:
+        super().__init__(shape, magnitude)
+        self.register_buffer("scale", magnitude.detach().float().mean().clamp_min(1e-12))
+        self.s = nn.Parameter(torch.tensor(float(init)))
+
+    def threshold(self) -> Tensor:
+        return torch.sigmoid(self.s) * self.scale
+
+    def importance(self) -> Tensor:
+        return self.magnitude
+
+    def mask(self, weight: Tensor | None, resample: bool) -> Tensor:
+        size = weight.abs().float() if weight is not None else self.magnitude
+        return self.keep.float() * torch.relu(1.0 - self.threshold() / size.clamp_min(1e-12))
+
+    def penalty(self) -> tuple[Tensor, int]:
+        return self.s.square(), 1
+
+
+class SlimmingMask(MaskSource):
+    """Network slimming (Liu et al., 2017): rank channels by ``|γ|`` of their BatchNorm scales.
+
+    The pruner adds an L1 penalty on those scales (the sparsity-inducing term of the paper) and
+    refreshes the importance from them; channels without a BatchNorm fall back to the weight norm.
+    """
+
+    name = "slimming"
+
+
+ESTIMATORS: dict[str, type[MaskSource]] = {
+    cls.name: cls for cls in (MagnitudeMask, MovementMask, HardConcreteMask, STRMask, SlimmingMask)
+}

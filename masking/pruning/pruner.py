@@ -1,0 +1,495 @@
+"""The pruner: attaches masks, steps the schedule, allocates sparsity, finalizes."""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import GatedConv2d
+from .estimators import ESTIMATORS, MaskSource
+from .granularity import (
+    Granularity,
+    block_scores,
+    mask_shape,
+    nm_unview,
+    nm_view,
+    parse_granularity,
+)
+from .masks import HadamardMask, attach, bake
+from .schedule import SparsitySchedule, check_sparsity
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Linear,
+    GatedConv2d,
+)
+ALLOCATIONS = ("auto", "global", "layer")
+
+
+@dataclass
+class _Layer:
+    """One masked weight (weight, block and n:m granularities)."""
+
+    name: str
+    module: nn.Module
+    source: MaskSource
+    counts: Tensor | None = None  # weights per mask entry where they differ (edge blocks)
+
+
+@dataclass
+class _Group:
+    """One coupled channel group (channel granularity)."""
+
+    group: Any  # graph.ChannelGroup
+    source: MaskSource
+    scales: list[tuple[nn.Module, str]]  # BatchNorm weights of the group (slimming)
+
+
+def _original(module: nn.Module, name: str) -> Tensor:
+    """The unmasked tensor behind ``module.<name>`` (parametrized or not)."""
+    plists = getattr(module, "parametrizations", None)
+    if plists is not None and name in plists:
+        return plists[name].original
+    return getattr(module, name)
+
+
+def select_modules(
+    model: nn.Module,
+    include: Sequence[str] = ("*",),
+    exclude: Sequence[str] = (),
+    types: tuple[type[nn.Module], ...] = PRUNABLE_TYPES,
+) -> list[tuple[str, nn.Module]]:
+    """Prunable modules whose qualified name matches ``include`` and no ``exclude`` entry.
+
+    ``include`` and ``exclude`` hold glob patterns on qualified names (``layer4.*``, ``fc``) or
+    class names (``Linear``, ``BatchNorm2d``). Every pattern must match some module: a filter that
+    matches nothing is a typo, and an error.
+    """
+    named = [(n, m) for n, m in model.named_modules() if n]
+
+    def matches(pattern: str, name: str, module: nn.Module) -> bool:
+        return fnmatch.fnmatchcase(name, pattern) or type(module).__name__ == pattern
+
+    for label, patterns in (("include", include), ("exclude", exclude)):
+        if isinstance(patterns, str) or not isinstance(patterns, Iterable):
+            raise ValueError(f"{label} must be a list of name patterns, got {patterns!r}")
+        for pattern in patterns:
+            if not isinstance(pattern, str) or not pattern:
+                raise ValueError(f"{label} entries must be non-empty strings, got {pattern!r}")
+            if not any(matches(pattern, n, m) for n, m in named):
+                examples = ", ".join(n for n, _ in named[:4])
+                raise ValueError(
+                    f"{label} pattern {pattern!r} matches no module (names look like {examples})"
+                )
+    chosen = [
+        (n, m)
+        for n, m in named
+        if isinstance(m, types)
+        and isinstance(getattr(m, "weight", None), Tensor)
+        and any(matches(p, n, m) for p in include)
+        and not any(matches(p, n, m) for p in exclude)
+    ]
+    if not chosen:
+        raise ValueError(
+            f"no prunable layer (Conv, Linear, GatedConv2d) left after include={list(include)} "
+            f"and exclude={list(exclude)}"
+        )
+    return chosen
+
+
+def _topk_keep(importance: Tensor, keep_count: int) -> Tensor:
+    flat = importance.reshape(-1)
+    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    keep[flat.topk(keep_count, sorted=False).indices] = True
+    return keep.view(importance.shape)
+
+
+def _allocate_weighted(entries: list[tuple[MaskSource, Tensor]], sparsity: float) -> None:
+    """Drop the lowest-importance entries until the dropped weights are closest to ``sparsity``."""
+    scores = torch.cat([source.importance().float().reshape(-1) for source, _ in entries])
+    counts = torch.cat([count.reshape(-1).to(scores.device) for _, count in entries])
+    order = scores.argsort()
+    dropped = counts[order].cumsum(0)
+    goal = sparsity * float(counts.sum())
+    drop = int((dropped - goal).abs().argmin()) + 1 if goal > 0 else 0
+    if drop and abs(float(dropped[drop - 1]) - goal) > goal:  # dropping nothing is closer
+        drop = 0
+    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+    keep[order[:drop]] = False
+    start = 0
+    for source, _ in entries:
+        n = source.keep.numel()
+        part = keep[start : start + n]
+        if not part.any():  # every layer keeps something
+            part[source.importance().reshape(-1).argmax()] = True
+        source.keep.copy_(part.view(source.keep.shape))
+        start += n
+
+
+class Pruner:
+    """Learned Hadamard masks on a model, from attachment to the final baked or compacted model.
+
+    Args:
+        model: the (pretrained) network; masks are attached in place.
+        method: estimator name: ``magnitude``, ``movement``, ``hard_concrete``, ``str``,
+            ``slimming`` (channel granularity only).
+        granularity: ``weight``, ``channel``, ``block4x4``-style or ``n:m`` (see
+            :func:`parse_granularity`).
+        sparsity: final fraction of zeros in [0, 1): of the masked weights (``param_sparsity``), or of
+            the channels for channel granularity (``channel_sparsity``).
+        schedule: the sparsity per optimizer step; default one-shot at ``sparsity``.
+        allocation: ``global`` (one threshold across layers), ``layer`` (every layer at the same
+            sparsity) or ``auto`` (global for weights and blocks, per layer for channels).
+        include, exclude: module filters (glob on names, or class names).
+        example_inputs: a batch (tensor or tuple of forward arguments) to trace channel coupling;
+            required for channel granularity.
+        round_to: channel granularity: kept channels per group rounded up to a multiple of this.
+        penalty: weight of the estimator's penalty in the loss.
+        estimator_args: extra keyword arguments for the estimator class.
+        update_every: recompute masks every this many steps (and whenever the target changes).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        method: str = "magnitude",
+        granularity: str | Granularity = "weight",
+        sparsity: float = 0.5,
+        schedule: SparsitySchedule | None = None,
+        allocation: str = "auto",
+        include: Sequence[str] = ("*",),
+        exclude: Sequence[str] = (),
+        example_inputs: Any = None,
+        round_to: int = 1,
+        penalty: float = 0.0,
+        estimator_args: Mapping[str, Any] | None = None,
+        update_every: int = 1,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if method not in ESTIMATORS:
+            raise ValueError(f"method must be one of {', '.join(ESTIMATORS)}, got {method!r}")
+        self.granularity = parse_granularity(granularity)
+        self.sparsity = check_sparsity("sparsity", sparsity)
+        fixed = self.granularity.fixed_sparsity
+        if fixed is not None and not math.isclose(self.sparsity, fixed, abs_tol=1e-9):
+            raise ValueError(
+                f"sparsity must be {fixed:g} for granularity {self.granularity} (n of every m "
+                f"kept), got {sparsity!r}"
+            )
+        if method == "slimming" and self.granularity.kind != "channel":
+            raise ValueError(
+                f"method 'slimming' ranks channels by their BatchNorm scale: it needs "
+                f"granularity=channel, got {self.granularity}"
+            )
+        if allocation not in ALLOCATIONS:
+            raise ValueError(
+                f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}"
+            )
+        if allocation == "auto":
+            allocation = "layer" if self.granularity.kind in ("channel", "n:m") else "global"
+        self.allocation = allocation
+        for name, value in (("round_to", round_to), ("update_every", update_every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty >= 0:
+            raise ValueError(f"penalty must be a number >= 0, got {penalty!r}")
+        if schedule is None:
+            schedule = SparsitySchedule(self.sparsity, kind="one_shot")
+        elif not math.isclose(schedule.target, self.sparsity):
+            raise ValueError(
+                f"schedule target ({schedule.target}) must equal sparsity ({self.sparsity})"
+            )
+        self.model = model
+        self.method = method
+        self.schedule = schedule
+        self.round_to = round_to
+        self.penalty_weight = float(penalty)
+        self.update_every = update_every
+        self.estimator_args = dict(estimator_args or {})
+        self.layers: list[_Layer] = []
+        self.groups: list[_Group] = []
+        self.skipped: list[str] = []
+        self.current: float | None = None
+        self._last_update: int | None = None
+        modules = select_modules(model, include, exclude)
+        if self.granularity.kind == "channel":
+            if example_inputs is None:
+                raise ValueError("example_inputs is required for granularity=channel")
+            self._attach_channels(model, modules, example_inputs)
+        else:
+            self._attach_weights(modules)
+
+    # ------------------------------------------------------------------------------- attaching
+    def _make_source(self, shape: tuple[int, ...], magnitude: Tensor) -> MaskSource:
+        try:
+            return ESTIMATORS[self.method](shape, magnitude, **self.estimator_args)
+        except TypeError as error:
+            raise ValueError(f"estimator_args for {self.method}: {error}") from None
+
+    def _weight_magnitude(self, weight: Tensor) -> Tensor:
+        if self.granularity.kind == "block":
+            return block_scores(weight, self.granularity.block)
+        return weight.detach().abs().float()
+
+    def _attach_weights(self, modules: list[tuple[str, nn.Module]]) -> None:
+        for name, module in modules:
+            weight = _original(module, "weight")
+            if self.granularity.kind == "n:m" and nm_view(weight).shape[-1] % self.granularity.m:
+                self.skipped.append(name)
+                continue
+            shape = mask_shape(self.granularity, weight.shape)
+            source = self._make_source(shape, self._weight_magnitude(weight))
+            attach(module, "weight", HadamardMask(source, self.granularity))
+            counts = None
+            if self.granularity.kind == "block":
+                ones = torch.ones(weight.shape[0], math.prod(weight.shape[1:]))
+                counts = block_scores(ones, self.granularity.block).square().round()
+            self.layers.append(_Layer(name, module, source, counts))
+        if self.skipped:
+            warnings.warn(
+                f"{len(self.skipped)} layer(s) left dense: their input channels are not a multiple "
+                f"of {self.granularity.m} for {self.granularity}: {', '.join(self.skipped)}",
+                stacklevel=3,
+            )
+        if not self.layers:
+            raise ValueError(f"no layer can take granularity {self.granularity}")
+
+    def _attach_channels(self, model, modules, example_inputs) -> None:
+        from .graph import channel_groups
+
+        chosen = {id(m) for _, m in modules}
+        ignored = [n for n, m in model.named_modules() if n and isinstance(m, PRUNABLE_TYPES)]
+        ignored = [n for n in ignored if id(model.get_submodule(n)) not in chosen]
+        groups = channel_groups(model, example_inputs, ignored=ignored)
+        if not groups:
+            raise ValueError(
+                "no channel group can be pruned: every group reaches the model's output or an "
+                "excluded layer"
+            )
+        named = dict(model.named_modules())
+        for group in groups:
+            magnitude = self._group_magnitude(group, named)
+            source = self._make_source((group.size,), magnitude)
+            scales = []
+            for index, member in enumerate(group.members):
+                module = named[member.module]
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and member.param == "weight":
+                    scales.append((module, "weight"))
+                rows = torch.tensor(member.rows, dtype=torch.long)
+                channels = torch.tensor(member.channels, dtype=torch.long)
+                identity = torch.equal(rows, channels) and len(rows) == group.size
+                identity = identity and _original(module, member.param).shape[member.dim] == len(
+                    rows
+                )
+                mask = HadamardMask(
+                    source,
+                    self.granularity,
+                    dim=member.dim,
+                    rows=None if identity else rows,
+                    channels=None if identity else channels,
+                    first=index == 0,
+                )
+                attach(module, member.param, mask)
+            self.groups.append(_Group(group, source, scales))
+
+    def _group_magnitude(self, group, named: Mapping[str, nn.Module]) -> Tensor:
+        """L2 norm per channel over the group's multi-dimensional (conv / linear) weights."""
+        total = torch.zeros(group.size)
+        fallback = torch.zeros(group.size)
+        for member in group.members:
+            tensor = _original(named[member.module], member.param).detach().float().cpu()
+            rows = tensor.movedim(member.dim, 0).reshape(tensor.shape[member.dim], -1)
+            energy = rows.square().sum(1)[list(member.rows)]
+            target = total if tensor.dim() > 1 else fallback
+            target.index_add_(0, torch.tensor(member.channels, dtype=torch.long), energy)
+        return (total if total.any() else fallback).sqrt()
+
+    # ------------------------------------------------------------------------------- stepping
+    @property
+    def sources(self) -> list[MaskSource]:
+        return [entry.source for entry in (*self.layers, *self.groups)]
+
+    def mask_parameters(self) -> list[nn.Parameter]:
+        """The estimators' learned parameters (scores, gates, thresholds): give them their own
+        optimizer or parameter group."""
+        return [p for source in self.sources for p in source.parameters()]
+
+    def step(self, step: int) -> float:
+        """Update the masks for optimizer step ``step``; returns the scheduled sparsity."""
+        target = self.schedule(step)
+        due = self._last_update is None or step - self._last_update >= self.update_every
+        if target != self.current or due:
+            self.set_sparsity(target)
+            self._last_update = step
+        return target
+
+    @torch.no_grad()
+    def refresh_importance(self) -> None:
+        """Recompute magnitude importance from the current (unmasked) weights."""
+        for layer in self.layers:
+            layer.source.magnitude = self._weight_magnitude(_original(layer.module, "weight")).to(
+                layer.source.keep.device
+            )
+        if self.groups:
+            named = dict(self.model.named_modules())
+            for entry in self.groups:
+                magnitude = self._group_magnitude(entry.group, named)
+                if self.method == "slimming" and entry.scales:
+                    magnitude = torch.stack(
+                        [_original(m, n).detach().abs().float().cpu() for m, n in entry.scales]
+                    ).mean(0)
+                entry.source.magnitude = magnitude.to(entry.source.keep.device)
+
+    @torch.no_grad()
+    def set_sparsity(self, sparsity: float) -> None:
+        """Choose which entries survive so the masked layers reach ``sparsity``."""
+        sparsity = check_sparsity("sparsity", sparsity)
+        self.refresh_importance()
+        sources = self.sources
+        if self.granularity.kind == "n:m":
+            m = self.granularity.m
+            kept = min(m, max(self.granularity.n, m - round(sparsity * m)))
+            for source in sources:
+                scores = nm_view(source.importance())
+                rank = scores.reshape(*scores.shape[:-1], -1, m).argsort(-1, descending=True)
+                keep = torch.zeros_like(rank, dtype=torch.bool)
+                keep.scatter_(-1, rank[..., :kept], True)
+                source.keep.copy_(nm_unview(keep.reshape(scores.shape), source.keep))
+        elif self.granularity.kind == "block":  # blocks weigh what they hold (edge blocks less)
+            entries = [(layer.source, layer.counts) for layer in self.layers]
+            for group in [entries] if self.allocation == "global" else [[e] for e in entries]:
+                _allocate_weighted(group, sparsity)
+        elif self.allocation == "layer":
+            for source in sources:
+                n = source.keep.numel()
+                source.keep.copy_(_topk_keep(source.importance(), self._keep_count(n, sparsity)))
+        else:
+            self._allocate_global(sources, sparsity)
+        self.current = sparsity
+
+    def _keep_count(self, n: int, sparsity: float) -> int:
+        keep = max(1, n - round(sparsity * n))
+        if self.granularity.kind == "channel":
+            keep = min(n, math.ceil(keep / self.round_to) * self.round_to)
+        return keep
+
+    def _allocate_global(self, sources: list[MaskSource], sparsity: float) -> None:
+        scores = []
+        for source in sources:
+            score = source.importance().float()
+            if self.granularity.kind == "channel":  # channel norms differ by layer: compare shapes
+                score = score / score.abs().mean().clamp_min(1e-12)
+            scores.append(score.reshape(-1))
+        flat = torch.cat(scores)
+        drop = round(sparsity * flat.numel())
+        threshold = flat.kthvalue(drop).values if drop > 0 else flat.min() - 1
+        for source, score in zip(sources, scores):
+            keep = score > threshold
+            count = int(keep.sum())
+            fixed = 1 if count == 0 else None  # every layer keeps something
+            if self.granularity.kind == "channel":
+                fixed = min(score.numel(), math.ceil(max(count, 1) / self.round_to) * self.round_to)
+            if fixed is not None and fixed != count:
+                keep = _topk_keep(score, fixed)
+            source.keep.copy_(keep.view(source.keep.shape))
+
+    def penalty(self) -> Tensor:
+        """The estimator's penalty times ``penalty`` (a scalar tensor; 0 for penalty-free methods)."""
+        device = self.sources[0].keep.device
+        if self.penalty_weight == 0:
+            return torch.zeros((), device=device)
+        if self.method == "slimming":
+            scales = [_original(m, n).abs() for entry in self.groups for m, n in entry.scales]
+            if not scales:
+                return torch.zeros((), device=device)
+            return self.penalty_weight * torch.cat(scales).sum()  # the paper's λ·Σ|γ|
+        terms = [t for t in (source.penalty() for source in self.sources) if t is not None]
+        if not terms:
+            return torch.zeros((), device=device)
+        total = torch.stack([value for value, _ in terms]).sum()
+        return self.penalty_weight * total / sum(count for _, count in terms)
+
+    # ------------------------------------------------------------------------------- reporting
+    @torch.no_grad()
+    def layer_sparsity(self) -> list[dict[str, Any]]:
+        """Per masked layer (or channel group): elements, zeros after masking, sparsity."""
+        training = self.model.training
+        self.model.eval()
+        rows = []
+        try:
+            for layer in self.layers:
+                weight = layer.module.weight
+                zeros = int((weight == 0).sum())
+                rows.append(
+                    {
+                        "layer": layer.name,
+                        "params": weight.numel(),
+                        "zeros": zeros,
+                        "sparsity": zeros / weight.numel(),
+                    }
+                )
+            for entry in self.groups:
+                size = entry.group.size
+                kept = int(entry.source.keep.sum())
+                rows.append(
+                    {
+                        "layer": entry.group.root,
+                        "channels": size,
+                        "kept_channels": kept,
+                        "channel_sparsity": 1 - kept / size,
+                    }
+                )
+        finally:
+            self.model.train(training)
+        return rows
+
+    def achieved_sparsity(self) -> float:
+        """The sparsity the masks reach now: of masked weights, or of channels."""
+        rows = self.layer_sparsity()
+        if self.groups:
+            return 1 - sum(r["kept_channels"] for r in rows) / sum(r["channels"] for r in rows)
+        return sum(r["zeros"] for r in rows) / sum(r["params"] for r in rows)
+
+    # ------------------------------------------------------------------------------- finalizing
+    def keep_by_group(self) -> dict[str, Tensor]:
+        """Channel granularity: group root name → bool mask of surviving channels."""
+        return {entry.group.root: entry.source.keep.detach().cpu().clone() for entry in self.groups}
+
+    def bake(self) -> nn.Module:
+        """Set the final sparsity, then fold ``weight ⊙ mask`` into the weights and drop the
+        parametrizations. Returns the model (dense tensors with zeros)."""
+        if self.current != self.schedule.target:
+            self.set_sparsity(self.schedule.target)
+        return bake(self.model)
+
+    def compact(self, example_inputs: Any, *, rtol: float = 1e-4, atol: float = 1e-5) -> nn.Module:
+        """Bake, then physically remove the dropped channels (and everything coupled to them).
+
+        The compacted model's outputs are checked against the baked (masked) model's on
+        ``example_inputs``; a difference raises ``CompactionError``. Returns the compacted model.
+        """
+        if self.granularity.kind != "channel":
+            raise ValueError(
+                f"compact removes channels: it needs granularity=channel, got "
+                f"{self.granularity} (use bake for weight, block and n:m masks)"
+            )
+        from .compact import check_equivalent, compact
+
+        keep = self.keep_by_group()
+        baked = self.bake()
+        reference = copy.deepcopy(baked)
+        slim = compact(baked, example_inputs, keep)
+        check_equivalent(reference, slim, example_inputs, rtol=rtol, atol=atol)
+        return slim
