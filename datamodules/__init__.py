@@ -1,6 +1,7 @@
 """Data: image folders and the photos bundled with scikit-image (the embedded default, no
-download); classification sets come with the pruning job."""
+download), and scikit-learn's digits for the pruning job."""
 
+from .digits import DigitsDataModule
 from .images import IMAGE_SUFFIXES, ImageReadError, list_images, read_image, readable_images
 from .inpainting import InpaintingDataModule
 from .photos import BUNDLED_PHOTOS, load_bundled_photo
@@ -8,6 +9,7 @@ from .photos import BUNDLED_PHOTOS, load_bundled_photo
 __all__ = [
     "BUNDLED_PHOTOS",
     "IMAGE_SUFFIXES",
+    "DigitsDataModule",
     "ImageReadError",
     "InpaintingDataModule",
     "list_images",

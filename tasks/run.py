@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-TASKS = ("demo", "inpaint", "predict")
+TASKS = ("demo", "inpaint", "predict", "prune")
 
 
 def run(cfg: DictConfig) -> float:
@@ -29,6 +29,10 @@ def run(cfg: DictConfig) -> float:
         from .train_inpaint import run_inpaint
 
         metrics = run_inpaint(cfg, output_dir)
+    elif name == "prune":
+        from .train_prune import run_prune
+
+        metrics = run_prune(cfg, output_dir)
     elif name == "predict":
         from .predict import run_predict
 

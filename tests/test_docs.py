@@ -17,6 +17,14 @@ MODULES = [
     "masking.models.deepfill",
     "masking.generators.mixed",
     "datamodules.photos",
+    "datamodules.digits",
+    "masking.models.resnet",
+    "masking.pruning.schedule",
+    "masking.pruning.granularity",
+    "masking.pruning.graph",
+    "masking.pruning.compact",
+    "masking.pruning.export",
+    "tasks.profile",
 ]
 
 

@@ -2,5 +2,13 @@
 
 from .deepfill import GatedGenerator, PatchDiscriminator
 from .pconv_unet import PConvUNet
+from .resnet import BasicBlock, ResNet, resnet18_cifar
 
-__all__ = ["GatedGenerator", "PConvUNet", "PatchDiscriminator"]
+__all__ = [
+    "BasicBlock",
+    "GatedGenerator",
+    "PConvUNet",
+    "PatchDiscriminator",
+    "ResNet",
+    "resnet18_cifar",
+]

@@ -48,6 +48,10 @@ class PConvUNet(nn.Module):
         encoder_kernels: kernel sizes of the first encoder levels; later levels use the last one.
         batch_norm: batch norm in the hidden layers.
         mask_as_input: concatenate the mask to the input image (``None``: for non-partial layers).
+        multi_channel_decoder: partial layers only: per-channel decoder masks (the paper, default)
+            or one joint mask (the union of the upsampled and skip masks). The joint mask makes
+            the valid count independent of how many channels a layer has, so channel pruning can
+            remove channels exactly (with per-channel masks the ratio depends on the channel count).
 
     Shape:
         - image: ``(B, in_channels, H, W)``, mask: ``(B, 1, H, W)`` (1 = valid), H and W multiples of
@@ -72,6 +76,7 @@ class PConvUNet(nn.Module):
         encoder_kernels: Sequence[int] = (7, 5, 5, 3),
         batch_norm: bool = True,
         mask_as_input: bool | None = None,
+        multi_channel_decoder: bool = True,
     ) -> None:
         super().__init__()
         for name, value, minimum in (
@@ -92,8 +97,14 @@ class PConvUNet(nn.Module):
         self.layer_name = layer if isinstance(layer, str) else getattr(layer, "__name__", "custom")
         self.depth = depth
         self.mask_as_input = (not partial) if mask_as_input is None else bool(mask_as_input)
-        self.multi_channel_decoder = partial
-        decoder_layer = functools.partial(layer_cls, multi_channel=True) if partial else layer_cls
+        if not isinstance(multi_channel_decoder, bool):
+            raise ValueError(f"multi_channel_decoder must be a bool, got {multi_channel_decoder!r}")
+        self.multi_channel_decoder = partial and multi_channel_decoder
+        decoder_layer = (
+            functools.partial(layer_cls, multi_channel=True)
+            if self.multi_channel_decoder
+            else layer_cls
+        )
 
         widths = [min(base_width * 2**i, max_width) for i in range(depth)]
         first_in = in_channels + (1 if self.mask_as_input else 0)

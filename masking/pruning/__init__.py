@@ -11,8 +11,11 @@ Typical use::
     model = pruner.bake()                       # or pruner.compact(example) for channel masks
 """
 
+from .compact import check_equivalent, compact
 from .estimators import ESTIMATORS, MaskSource
+from .export import export_pruned, load_pruned
 from .granularity import Granularity, parse_granularity
+from .graph import ChannelGroup, CompactionError, Member, channel_groups
 from .masks import HadamardMask, bake, mask_sources, masked_tensors
 from .pruner import PRUNABLE_TYPES, Pruner, select_modules
 from .schedule import SCHEDULES, SparsitySchedule
@@ -21,12 +24,20 @@ __all__ = [
     "ESTIMATORS",
     "PRUNABLE_TYPES",
     "SCHEDULES",
+    "ChannelGroup",
+    "CompactionError",
     "Granularity",
     "HadamardMask",
     "MaskSource",
+    "Member",
     "Pruner",
     "SparsitySchedule",
     "bake",
+    "channel_groups",
+    "check_equivalent",
+    "compact",
+    "export_pruned",
+    "load_pruned",
     "mask_sources",
     "masked_tensors",
     "parse_granularity",

@@ -356,7 +356,8 @@ class Pruner:
     def set_sparsity(self, sparsity: float) -> None:
         """Choose which entries survive so the masked layers reach ``sparsity``."""
         sparsity = check_sparsity("sparsity", sparsity)
-        self.refresh_importance()
+        if self.method not in ("movement", "hard_concrete"):  # those rank by their own state
+            self.refresh_importance()
         sources = self.sources
         if self.granularity.kind == "n:m":
             m = self.granularity.m

@@ -1,0 +1,222 @@
+"""Our pruning methods against torch.nn.utils.prune and Torch-Pruning: same pretrained model, same
+fine-tuning budget, accuracy / params / MACs / latency side by side.
+
+    python benchmarks/bench_prune_compare.py            # the default job's ResNet-18 on digits
+    python benchmarks/bench_prune_compare.py --quick    # 1 fine-tuning epoch, fewer methods
+
+The pretrained model is the default job's dense ResNet-18 (trained and cached on first use, exactly
+as ``python run.py task=prune`` does). Every entry then fine-tunes for the job's
+``task.finetune_epochs`` with the job's optimizer and learning-rate schedule:
+
+- unstructured, 90 %: ``torch.nn.utils.prune.global_unstructured`` (global L1, one-shot, its hooks
+  keep the mask while fine-tuning) against our ``magnitude`` (AGP schedule), ``movement``,
+  ``hard_concrete`` and ``str``;
+- structured, 50 % of channels: Torch-Pruning's ``MagnitudePruner`` (group L2 magnitude, one-shot,
+  then fine-tuned at the pruned size) against our channel-granularity ``magnitude``, ``slimming``,
+  ``hard_concrete`` and ``movement``, compacted.
+
+Latency (batch 1 and 32, channels-last, the run's CPU threads) is measured against the same dense
+model in the same process, interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.utils.prune as tprune
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, provenance, write_report
+
+sys.path.insert(0, str(REPO))
+from hydra.utils import instantiate
+
+from tasks import run
+from tasks.prune import ClassificationTask, evaluate
+from tasks.train_prune import _trainer, pretrained_network, profile_pair
+from tests.hydra_config import compose_config
+
+OURS = {
+    "unstructured": ["magnitude", "movement", "hard_concrete", "str"],
+    "structured": ["magnitude", "slimming", "hard_concrete", "movement"],
+}
+
+
+def finetune(cfg, net: nn.Module, datamodule, root: Path) -> None:
+    task = ClassificationTask(
+        net, optimizer=instantiate(cfg.task.optimizer), lr_schedule=cfg.task.lr_schedule
+    )
+    trainer = _trainer(cfg, root, epochs=cfg.task.finetune_epochs, logger=False, callbacks=[])
+    trainer.fit(task, datamodule=datamodule)
+
+
+def baseline_entry(cfg, name, dense, final, accuracy, datamodule, started) -> dict:
+    lat = cfg.task.latency
+    profile = profile_pair(
+        dense,
+        final,
+        datamodule.example_input,
+        batches=list(lat.batches),
+        repeats=lat.repeats,
+        warmup=lat.warmup,
+        memory_format=lat.memory_format,
+    )
+    return {
+        "method": name,
+        "accuracy": accuracy,
+        "dense": profile["dense"],
+        "final": profile["final"],
+        "wall_time_s": time.perf_counter() - started,
+    }
+
+
+def torch_prune_global(cfg, dense, datamodule, sparsity, root) -> dict:
+    started = time.perf_counter()
+    net = copy.deepcopy(dense)
+    layers = [(m, "weight") for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    tprune.global_unstructured(layers, pruning_method=tprune.L1Unstructured, amount=sparsity)
+    val = datamodule.val_dataloader()
+    before = evaluate(net, val)
+    finetune(cfg, net, datamodule, root)
+    for module, name in layers:
+        tprune.remove(module, name)
+    acc = {"masked_before_finetune": before, "final": evaluate(net, val)}
+    return baseline_entry(
+        cfg, "torch.nn.utils.prune (global L1)", dense, net, acc, datamodule, started
+    )
+
+
+def torch_pruning_magnitude(cfg, dense, datamodule, sparsity, root) -> dict:
+    import torch_pruning as tp
+
+    started = time.perf_counter()
+    net = copy.deepcopy(dense)
+    example = datamodule.example_input(2)
+    ignored = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    pruner = tp.pruner.MagnitudePruner(
+        net,
+        example,
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=sparsity,
+        ignored_layers=ignored,
+    )
+    pruner.step()
+    val = datamodule.val_dataloader()
+    before = evaluate(net, val)
+    finetune(cfg, net, datamodule, root)
+    acc = {"masked_before_finetune": before, "final": evaluate(net, val)}
+    return baseline_entry(
+        cfg, "Torch-Pruning (group L2 magnitude)", dense, net, acc, datamodule, started
+    )
+
+
+def ours_entry(overrides, kind, method, sparsity, root) -> dict:
+    started = time.perf_counter()
+    extra = [f"pruning={method}", f"pruning.sparsity={sparsity}"]
+    if kind == "structured":
+        extra.append("pruning.granularity=channel")
+    else:
+        extra.append("pruning.granularity=weight")
+    out = root / f"ours-{kind}-{method}"
+    run(compose_config(out, [*overrides, *extra]))
+    report = json.loads((out / "prune_report.json").read_text())
+    return {
+        "method": f"ours: {method}",
+        "accuracy": {
+            "masked_before_finetune": report["accuracy"]["masked_before_finetune"],
+            "final": report["accuracy"]["final"],
+        },
+        "dense": report["dense"],
+        "final": report["final"],
+        "achieved_sparsity": report["achieved_sparsity"],
+        "wall_time_s": time.perf_counter() - started,
+    }
+
+
+def table(rows: list[dict], dense_acc: float, batches: list[int]) -> list[str]:
+    lines = [
+        "| method | acc before FT | final acc | Δ vs dense | params | nonzero | MACs | "
+        + " | ".join(f"b{b} ms (speedup)" for b in batches)
+        + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(batches),
+    ]
+    for r in rows:
+        f, d = r["final"], r["dense"]
+        lat = " | ".join(
+            f"{f['latency_ms'][f'batch_{b}']:.1f} "
+            f"({d['latency_ms'][f'batch_{b}'] / f['latency_ms'][f'batch_{b}']:.2f}×)"
+            for b in batches
+        )
+        lines.append(
+            f"| {r['method']} | {r['accuracy']['masked_before_finetune']:.2f} | "
+            f"{r['accuracy']['final']:.2f} | {r['accuracy']['final'] - dense_acc:+.2f} | "
+            f"{f['params']:,} | {f['nonzero_params']:,} | {f['macs'] / 1e6:.1f}M "
+            f"({d['macs'] / f['macs']:.2f}× fewer) | {lat} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kinds", nargs="+", default=["unstructured", "structured"])
+    parser.add_argument("--quick", action="store_true", help="1 fine-tuning epoch, 2 methods each")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/prune_compare-cpu")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every entry")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="prune_compare_"))
+    overrides = ["task=prune", "logger=none", *args.overrides]
+    if args.quick:
+        overrides.append("task.finetune_epochs=1")
+    cfg = compose_config(work / "dense", overrides)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    dense, origin = pretrained_network(cfg, datamodule)
+    dense_acc = evaluate(dense, datamodule.val_dataloader())
+    print(f"dense accuracy {dense_acc:.2f} % ({origin})")
+    batches = list(cfg.task.latency.batches)
+    results: dict[str, dict] = {}
+    lines = [
+        "# Pruning methods side by side: CIFAR-style ResNet-18 on digits (32x32)",
+        "",
+        f"Dense accuracy {dense_acc:.2f} %; fine-tuning budget {cfg.task.finetune_epochs} epochs "
+        f"for every entry; latency channels-last on CPU, dense measured in the same run.",
+    ]
+    for kind in args.kinds:
+        sparsity = 0.9 if kind == "unstructured" else 0.5
+        baseline = torch_prune_global if kind == "unstructured" else torch_pruning_magnitude
+        methods = OURS[kind][:2] if args.quick else OURS[kind]
+        rows = [baseline(cfg, dense, datamodule, sparsity, work / f"base-{kind}")]
+        rows += [ours_entry(overrides, kind, m, sparsity, work) for m in methods]
+        results[kind] = {"sparsity": sparsity, "rows": rows}
+        label = "of weights" if kind == "unstructured" else "of channels"
+        lines += [
+            "",
+            f"## {kind.capitalize()}, {sparsity:.0%} {label}",
+            "",
+            *table(rows, dense_acc, batches),
+        ]
+    payload = {
+        **provenance(torch.device("cpu")),
+        "dense_accuracy": dense_acc,
+        "pretrained": origin,
+        "finetune_epochs": cfg.task.finetune_epochs,
+        "overrides": overrides,
+        "results": results,
+    }
+    lines += [
+        "",
+        f"{payload['device']['name']}, torch {payload['versions']['torch']}, commit {payload['commit']}",
+    ]
+    write_report(args.out, payload, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""Export a pruned model as an architecture spec plus a state_dict, and rebuild it without pruning code.
+
+A compacted model is its dense architecture with smaller layers. ``architecture.json`` records how
+to build the dense architecture (a ``_target_`` callable and its keyword arguments) and, for every
+module that holds tensors, its class, tensor shapes and channel attributes after pruning;
+``model.pt`` holds the state_dict. Loading builds the dense model, resizes each module to the
+recorded shapes and loads the weights: no tracing, no pickled classes, no pruning code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..io import write_atomic
+from .graph import parametrized_module
+
+__all__ = ["FORMAT_VERSION", "export_pruned", "load_pruned"]
+
+FORMAT_VERSION = 1
+ARCHITECTURE_FILE = "architecture.json"
+WEIGHTS_FILE = "model.pt"
+
+# Attributes that compaction changes and layers read in forward or extra_repr.
+CHANNEL_ATTRIBUTES = (
+    "in_channels",
+    "out_channels",
+    "groups",
+    "num_features",
+    "in_features",
+    "out_features",
+    "num_parameters",
+)
+
+
+def export_pruned(
+    model: nn.Module,
+    directory: str | Path,
+    *,
+    builder: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``architecture.json`` and ``model.pt`` (the state_dict) into ``directory``.
+
+    Both files are written atomically, the weights first; the JSON records the weights' SHA-256, so
+    a directory whose files come from two different exports is refused at load time.
+
+    Args:
+        model: the pruned model (parametrizations baked in).
+        directory: output folder, created if needed.
+        builder: ``{"_target_": "package.module.callable", **kwargs}``: the call that builds the
+            dense architecture, e.g. ``{"_target_": "torchvision.models.resnet18", "weights": None,
+            "num_classes": 10}``. Must be JSON-serialisable.
+        extra: anything JSON-serialisable to store alongside (metrics, pruning settings).
+
+    Returns:
+        ``directory`` as a ``Path``.
+
+    Raises:
+        ValueError: ``builder`` has no ``_target_``, something is not JSON-serialisable, or the model
+            has parametrizations.
+
+    Example:
+        >>> import tempfile
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     folder = export_pruned(net, tmp, builder={"_target_": "torch.nn.Identity"})
+        ...     sorted(p.name for p in folder.iterdir())
+        ['architecture.json', 'model.pt']
+    """
+    if not isinstance(builder, Mapping) or not isinstance(builder.get("_target_"), str):
+        raise ValueError(
+            "builder must be a mapping with a '_target_' dotted path, e.g. "
+            "{'_target_': 'torchvision.models.resnet18', 'num_classes': 10}"
+        )
+    where = parametrized_module(model)
+    if where is not None:
+        raise ValueError(f"{where!r} has parametrizations; bake them before exporting")
+    directory = Path(directory)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    weights = buffer.getvalue()
+    spec = {
+        "format_version": FORMAT_VERSION,
+        "builder": dict(builder),
+        "modules": _module_specs(model),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "extra": dict(extra) if extra is not None else {},
+    }
+    try:
+        text = json.dumps(spec, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"builder and extra must be JSON-serialisable: {exc}") from exc
+    write_atomic(directory / WEIGHTS_FILE, weights)
+    write_atomic(directory / ARCHITECTURE_FILE, text + "\n")
+    return directory
+
+
+def load_pruned(directory: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model written by :func:`export_pruned`, in eval mode.
+
+    The builder is imported and called, every recorded module is resized (parameters and buffers
+    replaced by empty tensors of the recorded shapes and dtypes, channel attributes set), and the
+    state_dict is loaded strictly. The result computes exactly what the exported model computed.
+
+    Args:
+        directory: the folder holding ``architecture.json`` and ``model.pt``.
+        map_location: device to load onto.
+
+    Returns:
+        The slim model, in eval mode, on ``map_location``.
+
+    Raises:
+        FileNotFoundError: the folder or one of its files is missing.
+        ValueError: a file is unreadable or from another export, the format version is unknown, or
+            the recorded modules or weights do not fit the builder's model (naming the key).
+        ImportError: the builder's ``_target_`` cannot be imported.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no exported model at {str(directory)!r}: not a directory")
+    paths = {name: directory / name for name in (ARCHITECTURE_FILE, WEIGHTS_FILE)}
+    for name, path in paths.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{name} is missing from {str(directory)!r}")
+    spec = _read_spec(paths[ARCHITECTURE_FILE])
+    weights = paths[WEIGHTS_FILE].read_bytes()
+    if hashlib.sha256(weights).hexdigest() != spec["weights_sha256"]:
+        raise ValueError(
+            f"{WEIGHTS_FILE} in {str(directory)!r} does not match {ARCHITECTURE_FILE} "
+            "(corrupted, or written by another export)"
+        )
+    device = torch.device(map_location)
+    model = _build(spec["builder"])
+    for name, module_spec in spec["modules"].items():
+        _resize(model, name, module_spec, device)
+    model.to(device)
+    try:
+        state = torch.load(io.BytesIO(weights), map_location=device, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{WEIGHTS_FILE} cannot be read: {type(exc).__name__}") from exc
+    _check_state(model, state)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _module_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
+    specs: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        params = dict(module.named_parameters(recurse=False))
+        buffers = dict(module.named_buffers(recurse=False))
+        if not params and not buffers:
+            continue
+        specs[name] = {
+            "class": _class_path(module),
+            "parameters": {k: _tensor_spec(v) for k, v in params.items()},
+            "buffers": {k: _tensor_spec(v) for k, v in buffers.items()},
+            "attributes": {
+                attr: getattr(module, attr)
+                for attr in CHANNEL_ATTRIBUTES
+                if isinstance(getattr(module, attr, None), int)
+            },
+        }
+    return specs
+
+
+def _class_path(module: nn.Module) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
+
+
+def _tensor_spec(tensor: Tensor) -> dict[str, Any]:
+    return {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path.name} is not valid JSON: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path.name} must hold a JSON object")
+    version = spec.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path.name} has format_version {version!r}; this version of masking reads "
+            f"{FORMAT_VERSION}"
+        )
+    for key, kind in (("builder", dict), ("modules", dict), ("weights_sha256", str)):
+        if not isinstance(spec.get(key), kind):
+            raise ValueError(f"{path.name} lacks {key!r}")
+    return spec
+
+
+def _import_target(target: str) -> Any:
+    """The object at a dotted path: the longest importable module prefix, then attributes."""
+    parts = target.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[split:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            break
+        return obj
+    raise ImportError(f"builder _target_ {target!r} cannot be imported")
+
+
+def _build(builder: dict[str, Any]) -> nn.Module:
+    model = _instantiate(builder)
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"builder {builder['_target_']!r} returned a {type(model).__name__}, not an nn.Module"
+        )
+    return model
+
+
+def _instantiate(config: dict[str, Any]) -> Any:
+    """Call ``_target_`` with the other keys as keyword arguments (``_args_`` positional); nested
+    mappings with a ``_target_`` are built first. The subset of Hydra's convention that a network
+    config uses, without importing Hydra."""
+    target = config.get("_target_")
+    if not isinstance(target, str):
+        raise ValueError("architecture.json: builder lacks a '_target_' dotted path")
+    if config.get("_partial_"):
+        raise ValueError(f"builder {target!r} has _partial_: true; it must build the model itself")
+    factory = _import_target(target)
+    args = [_maybe_instantiate(v) for v in config.get("_args_", [])]
+    kwargs = {
+        k: _maybe_instantiate(v)
+        for k, v in config.items()
+        if k not in ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
+    }
+    try:
+        return factory(*args, **kwargs)
+    except Exception as exc:
+        first_line = next(iter(str(exc).splitlines()), "")
+        raise ValueError(f"builder {target!r} failed: {type(exc).__name__}: {first_line}") from exc
+
+
+def _maybe_instantiate(value: Any) -> Any:
+    if isinstance(value, dict) and "_target_" in value:
+        return _instantiate(value)
+    if isinstance(value, list):
+        return [_maybe_instantiate(v) for v in value]
+    return value
+
+
+def _resize(model: nn.Module, name: str, spec: dict[str, Any], device: torch.device) -> None:
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(
+            f"architecture.json records module {name!r}, which the builder's model lacks"
+        ) from None
+    if _class_path(module) != spec.get("class"):
+        raise ValueError(
+            f"module {name!r} is a {_class_path(module)} in the builder's model, "
+            f"{spec.get('class')} in architecture.json"
+        )
+    for attr, value in spec.get("attributes", {}).items():
+        setattr(module, attr, value)
+    for kind in ("parameters", "buffers"):
+        for key, tensor_spec in spec.get(kind, {}).items():
+            current = getattr(module, key, None)
+            if not isinstance(current, Tensor):
+                raise ValueError(
+                    f"{name}.{key} is recorded but the builder's model has no such tensor"
+                )
+            dtype = getattr(torch, tensor_spec["dtype"])
+            empty = torch.empty(tensor_spec["shape"], dtype=dtype, device=device)
+            if isinstance(current, nn.Parameter):
+                setattr(module, key, nn.Parameter(empty, requires_grad=current.requires_grad))
+            elif key in module._non_persistent_buffers_set:
+                if list(current.shape) != tensor_spec["shape"]:
+                    raise ValueError(
+                        f"{name}.{key} is a non-persistent buffer whose shape changed; it cannot be "
+                        "restored"
+                    )
+            else:
+                setattr(module, key, empty)
+
+
+def _check_state(model: nn.Module, state: Any) -> None:
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{WEIGHTS_FILE} does not hold a state_dict")
+    expected = model.state_dict()
+    for key in expected:
+        if key not in state:
+            raise ValueError(f"{WEIGHTS_FILE} lacks {key!r}")
+    for key, value in state.items():
+        if key not in expected:
+            raise ValueError(f"{WEIGHTS_FILE} has {key!r}, which the rebuilt model lacks")
+        if isinstance(value, Tensor) and value.shape != expected[key].shape:
+            raise ValueError(
+                f"{key!r} has shape {tuple(value.shape)} in {WEIGHTS_FILE} but "
+                f"{tuple(expected[key].shape)} in the rebuilt model"
+            )

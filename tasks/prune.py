@@ -1,0 +1,148 @@
+"""The classification LightningModule used to train dense networks and fine-tune pruned ones."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from masking.pruning import Pruner
+
+OptimizerFactory = Callable[[Iterable], Optimizer]
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
+
+
+class ClassificationTask(pl.LightningModule):
+    """Cross-entropy training of ``net``, optionally under a :class:`~masking.pruning.Pruner`.
+
+    With a pruner, every optimizer step first sets the masks for that step (the schedule drives the
+    sparsity), the loss gains the estimator's penalty, and the estimator's own parameters (scores,
+    gates, thresholds) are trained by ``mask_optimizer`` (Adam by default: their gradients have no
+    natural scale) while the weights keep ``optimizer``.
+
+    Args:
+        net: the classifier (already carrying the pruner's masks, if any).
+        optimizer: factory for the weights' optimizer, called with the parameters.
+        lr_schedule: ``"cosine"`` (to 0 over the run's steps), ``"onecycle"`` (a quarter warm-up to
+            the optimizer's lr, then down: trains a dense net from scratch in a few epochs) or
+            ``"constant"``.
+        pruner: the pruner whose masks are attached to ``net``.
+        mask_optimizer: factory for the estimator parameters' optimizer.
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        optimizer: OptimizerFactory,
+        lr_schedule: str = "cosine",
+        pruner: Pruner | None = None,
+        mask_optimizer: OptimizerFactory | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}"
+            )
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.mask_optimizer_factory = mask_optimizer or (
+            lambda params: torch.optim.Adam(params, lr=1e-2)
+        )
+        self.lr_schedule = lr_schedule
+        self.pruner = pruner
+        self.label_smoothing = label_smoothing
+        self.automatic_optimization = False
+        # optimizer steps taken under the pruner: drives its schedule, restored on resume
+        self.register_buffer("prune_step", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _mask_parameters(self) -> list[nn.Parameter]:
+        return self.pruner.mask_parameters() if self.pruner is not None else []
+
+    def configure_optimizers(self):
+        masks = self._mask_parameters()
+        mask_ids = {id(p) for p in masks}
+        weights = [p for p in self.net.parameters() if p.requires_grad and id(p) not in mask_ids]
+        optimizers = [self.optimizer_factory(weights)]
+        if masks:
+            optimizers.append(self.mask_optimizer_factory(masks))
+        if self.lr_schedule == "constant":
+            return optimizers
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        if self.lr_schedule == "onecycle":
+            schedulers = [
+                torch.optim.lr_scheduler.OneCycleLR(
+                    o, max_lr=[g["lr"] for g in o.param_groups], total_steps=steps, pct_start=0.25
+                )
+                for o in optimizers
+            ]
+        else:
+            schedulers = [
+                torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps) for o in optimizers
+            ]
+        return optimizers, schedulers
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        if self.pruner is not None:
+            sparsity = self.pruner.step(int(self.prune_step))
+            self.log("prune/sparsity", sparsity, on_step=True, on_epoch=False)
+        logits = self.net(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        total = loss
+        if self.pruner is not None and self.pruner.penalty_weight:
+            penalty = self.pruner.penalty()
+            total = loss + penalty
+            self.log("train/penalty", penalty, on_step=True, on_epoch=True)
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        for opt in optimizers:
+            opt.step()
+        schedulers = self.lr_schedulers()
+        if schedulers is not None:
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()
+        self.prune_step += 1
+        acc = (logits.argmax(1) == labels).float().mean()
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/acc", acc, on_step=False, on_epoch=True)
+        return total
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self.net(images)
+        self.log("val/loss", F.cross_entropy(logits, labels), on_epoch=True)
+        acc = (logits.argmax(1) == labels).float().mean()
+        self.log("val/acc", acc, prog_bar=True, on_epoch=True, batch_size=len(labels))
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, loader: Iterable, device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy (%) of ``net`` over ``loader`` in evaluation mode."""
+    training = net.training
+    net.eval()
+    correct = total = 0
+    try:
+        for images, labels in loader:
+            logits = net(images.to(device))
+            correct += int((logits.argmax(1).cpu() == labels).sum())
+            total += len(labels)
+    finally:
+        net.train(training)
+    if total == 0:
+        raise ValueError("the evaluation loader is empty")
+    return 100.0 * correct / total

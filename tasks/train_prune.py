@@ -1,0 +1,432 @@
+"""``task=prune``: pretrained network → masks → fine-tune under the schedule → finalize → export →
+report (sparsity, params, MACs, measured latency, accuracy before and after)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+FINALIZE = ("auto", "bake", "compact")
+
+
+def _original_cwd() -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.cwd)
+    except (ImportError, ValueError):
+        return Path.cwd()
+
+
+def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
+    """A plain state_dict, or a Lightning checkpoint's (with its ``net.`` prefix removed)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"task.pretrained: no file at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"task.pretrained: {path} is not a readable torch file ({error})"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"task.pretrained: {path} holds no state_dict")
+    if state and all(k.startswith("net.") for k in state):
+        state = {k.removeprefix("net."): v for k, v in state.items()}
+    return state
+
+
+def load_weights(net: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """``load_state_dict`` with a one-line error naming the first missing/unexpected key."""
+    result = net.load_state_dict(state, strict=False)
+    problems = [f"missing {k}" for k in result.missing_keys]
+    problems += [f"unexpected {k}" for k in result.unexpected_keys]
+    if problems:
+        raise ValueError(
+            f"task.pretrained: {origin} does not fit net {type(net).__name__} "
+            f"({len(problems)} key problems, e.g. {problems[0]})"
+        )
+
+
+def torchvision_cached_weights(name: str) -> Path:
+    """The file torchvision would download for ``name``'s default weights, if it is cached."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+    except ValueError as error:
+        raise ValueError(f"task.pretrained=torchvision: {error}") from None
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not hub.is_file():
+        raise FileNotFoundError(
+            f"task.pretrained=torchvision: {name}'s weights are not in torchvision's cache ({hub}); "
+            "this machine cannot download them: copy the file there or pass task.pretrained=<path>"
+        )
+    return hub
+
+
+def _dense_cache_path(cfg: DictConfig) -> Path:
+    """Where the dense model trained for this net/data/recipe/seed is cached."""
+    recipe = {
+        "net": OmegaConf.to_container(cfg.net, resolve=True),
+        "data": {
+            k: v
+            for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
+            if k not in ("num_workers", "pin_memory")
+        },
+        "epochs": cfg.task.dense_epochs,
+        "lr_schedule": cfg.task.dense_lr_schedule,
+        "optimizer": OmegaConf.to_container(cfg.task.dense_optimizer, resolve=True),
+        "seed": cfg.seed,
+    }
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    arch = str(recipe["net"].get("_target_", "net")).rsplit(".", 1)[-1]
+    root = Path(cfg.task.cache_dir).expanduser()
+    root = root if root.is_absolute() else _original_cwd() / root
+    return root / f"dense-{arch}-{digest}.pt"
+
+
+def _trainer(cfg: DictConfig, root: Path, *, epochs: int, logger: Any, callbacks: list) -> Any:
+    from hydra.utils import instantiate
+
+    return instantiate(
+        cfg.trainer,
+        max_epochs=epochs,
+        check_val_every_n_epoch=1,
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=str(root),
+        enable_checkpointing=bool(callbacks),
+    )
+
+
+def pretrained_network(cfg: DictConfig, datamodule: Any) -> tuple[nn.Module, str]:
+    """The network of ``cfg.net`` with its pretrained weights, and where they came from.
+
+    ``task.pretrained``: a path (state_dict or Lightning checkpoint), ``torchvision`` (the default
+    weights of ``net.name`` from torchvision's cache), or null: train the dense model with
+    ``task.dense_epochs`` first and cache it for the next run.
+    """
+    from hydra.utils import instantiate
+
+    from masking.io import write_atomic
+
+    from .prune import ClassificationTask
+
+    net = instantiate(cfg.net)
+    source = cfg.task.pretrained
+    if source == "torchvision":
+        name = cfg.net.get("name")
+        if not name:
+            raise ValueError("task.pretrained=torchvision needs a torchvision net with net.name")
+        path = torchvision_cached_weights(name)
+        load_weights(net, _state_dict_from_file(path), str(path))
+        return net, str(path)
+    if source is not None:
+        path = Path(str(source)).expanduser()
+        path = path if path.is_absolute() else _original_cwd() / path
+        load_weights(net, _state_dict_from_file(path), str(path))
+        return net, str(path)
+    cache = _dense_cache_path(cfg)
+    if cache.is_file():
+        log.info("Using the cached dense model %s (delete it to retrain)", cache)
+        load_weights(net, _state_dict_from_file(cache), str(cache))
+        return net, str(cache)
+    log.warning(
+        "No pretrained weights given (task.pretrained=null): training the dense %s for %d epochs "
+        "first; it is cached at %s for the next run",
+        type(net).__name__,
+        cfg.task.dense_epochs,
+        cache,
+    )
+    task = ClassificationTask(
+        net,
+        optimizer=instantiate(cfg.task.dense_optimizer),
+        lr_schedule=cfg.task.dense_lr_schedule,
+    )
+    trainer = _trainer(
+        cfg,
+        Path(cfg.output_dir) / "dense",
+        epochs=cfg.task.dense_epochs,
+        logger=False,
+        callbacks=[],
+    )
+    trainer.fit(task, datamodule=datamodule)
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(cache, buffer.getvalue())
+    return net, f"trained here ({cfg.task.dense_epochs} epochs), cached at {cache}"
+
+
+def _prepare_for_inference(model: nn.Module, memory_format: str) -> nn.Module:
+    """The inference path the latency is measured on (the same for dense and pruned)."""
+    model = copy.deepcopy(model).eval()
+    if memory_format == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+    elif memory_format != "contiguous":
+        raise ValueError(
+            f"task.latency.memory_format must be 'contiguous' or 'channels_last', got "
+            f"{memory_format!r}"
+        )
+    return model
+
+
+def profile_pair(
+    dense: nn.Module, final: nn.Module, make_input, *, batches, repeats, warmup, memory_format
+) -> dict[str, dict]:
+    """Params, MACs and latency of the dense and final models, measured side by side."""
+    from .profile import count_macs, count_params, measure_latency
+
+    models = {
+        "dense": _prepare_for_inference(dense, memory_format),
+        "final": _prepare_for_inference(final, memory_format),
+    }
+    out: dict[str, dict] = {}
+    for key, model in models.items():
+        out[key] = {**count_params(model), "macs": count_macs(model, make_input(1))}
+        out[key]["latency_ms"] = {}
+    fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+    for batch in batches:
+        example = make_input(batch).contiguous(memory_format=fmt)
+        runs: dict[str, list[float]] = {k: [] for k in models}
+        for _ in range(3):  # interleaved blocks: a noisy neighbour hits both models alike
+            for key, model in models.items():
+                result = measure_latency(model, example, repeats=repeats, warmup=warmup)
+                runs[key].append(result["median_ms"])
+        for key in models:
+            values = sorted(runs[key])
+            out[key]["latency_ms"][f"batch_{batch}"] = values[len(values) // 2]
+    return out
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    d, f = report["dense"], report["final"]
+    lines = [
+        f"# Pruning report: {report['method']}, {report['granularity']}, "
+        f"target sparsity {report['target_sparsity']}",
+        "",
+        f"Device: {report['device']}; torch {report['torch']}; finalize: {report['finalize']}; "
+        f"pretrained: {report['pretrained']}",
+        "",
+        "| | accuracy (%) | params | nonzero params | MACs | "
+        + " | ".join(f"latency b{b} (ms)" for b in report["batches"])
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(report["batches"]),
+    ]
+
+    def row(name: str, entry: dict, acc: float) -> str:
+        lat = " | ".join(f"{entry['latency_ms'][f'batch_{b}']:.2f}" for b in report["batches"])
+        return (
+            f"| {name} | {acc:.2f} | {entry['params']:,} | {entry['nonzero_params']:,} | "
+            f"{entry['macs']:,} | {lat} |"
+        )
+
+    lines.append(row("dense", d, report["accuracy"]["dense"]))
+    lines.append(
+        f"| masked, before fine-tuning | {report['accuracy']['masked_before_finetune']:.2f} "
+        "| | | |" + " |" * len(report["batches"])
+    )
+    lines.append(row("final", f, report["accuracy"]["final"]))
+    lines += [
+        "",
+        f"Achieved sparsity: {report['achieved_sparsity']:.4f} ({report['sparsity_kind']}). "
+        f"MAC reduction {report['mac_reduction']:.2f}×; speedup "
+        + ", ".join(f"b{b} {report['speedup'][f'batch_{b}']:.2f}×" for b in report["batches"])
+        + ".",
+        "",
+        "| layer | "
+        + ("channels | kept" if report["sparsity_kind"] == "channel" else "params | zeros")
+        + " | sparsity |",
+        "|---|---|---|---|",
+    ]
+    for layer in report["layers"]:
+        if "channels" in layer:
+            lines.append(
+                f"| {layer['layer']} | {layer['channels']} | {layer['kept_channels']} | "
+                f"{layer['channel_sparsity']:.3f} |"
+            )
+        else:
+            lines.append(
+                f"| {layer['layer']} | {layer['params']:,} | {layer['zeros']:,} | "
+                f"{layer['sparsity']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from masking.pruning import Pruner, SparsitySchedule
+    from masking.pruning.export import export_pruned
+
+    from .io import write_atomic, write_json
+    from .prune import ClassificationTask, evaluate
+
+    started = time.perf_counter()
+    os.environ.setdefault("WANDB_MODE", "offline")
+    pl.seed_everything(cfg.seed, workers=True)
+    task_cfg, p = cfg.task, cfg.get("pruning")
+    if p is None:
+        raise ValueError("task=prune needs a pruning method: pruning=magnitude|movement|...")
+    if p.finalize not in FINALIZE:
+        raise ValueError(
+            f"pruning.finalize must be one of {', '.join(FINALIZE)}, got {p.finalize!r}"
+        )
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    example = datamodule.example_input(2)
+    options = {
+        "method": p.method,
+        "granularity": p.granularity,
+        "sparsity": p.sparsity,
+        "allocation": p.allocation,
+        "include": list(p.include),
+        "exclude": list(p.exclude),
+        "example_inputs": example,
+        "round_to": p.round_to,
+        "penalty": p.penalty,
+        "estimator_args": OmegaConf.to_container(p.estimator_args, resolve=True),
+        "update_every": p.update_every,
+    }
+    Pruner(instantiate(cfg.net), **options)  # bad pruning settings fail now, not after training
+    net, origin = pretrained_network(cfg, datamodule)
+    val_loader = datamodule.val_dataloader()
+    dense_acc = evaluate(net, val_loader)
+    log.info("dense accuracy %.2f %% (%s)", dense_acc, origin)
+    dense = copy.deepcopy(net)
+
+    steps = len(datamodule.train_dataloader()) * task_cfg.finetune_epochs
+    if cfg.trainer.get("max_steps", -1) not in (None, -1):
+        steps = min(steps, int(cfg.trainer.max_steps))
+    ramp_start, ramp_end = (round(f * steps) for f in p.ramp)
+    schedule = SparsitySchedule(
+        p.sparsity,
+        kind=p.schedule,
+        start_step=ramp_start,
+        end_step=max(ramp_start, min(ramp_end, steps - 1)),
+        initial=p.get("initial_sparsity", 0.0),
+        every=p.update_every,
+    )
+    pruner = Pruner(net, schedule=schedule, **options)
+    pruner.set_sparsity(p.sparsity)
+    oneshot_acc = evaluate(net, val_loader)
+    log.info("masked at %.3f before fine-tuning: %.2f %%", p.sparsity, oneshot_acc)
+    pruner.set_sparsity(schedule(0))
+
+    task = ClassificationTask(
+        net,
+        optimizer=instantiate(task_cfg.optimizer),
+        pruner=pruner,
+        mask_optimizer=instantiate(p.mask_optimizer),
+        lr_schedule=task_cfg.lr_schedule,
+    )
+    checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True)
+    logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else False
+    trainer = _trainer(
+        cfg, output_dir, epochs=task_cfg.finetune_epochs, logger=logger, callbacks=[checkpoints]
+    )
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if pruner.current != p.sparsity:
+        log.warning("fine-tuning ended before the schedule reached %s: setting it now", p.sparsity)
+        pruner.set_sparsity(p.sparsity)
+    masked_acc = evaluate(net, val_loader)
+    layers = pruner.layer_sparsity()
+    achieved = pruner.achieved_sparsity()
+
+    finalize = p.finalize
+    if finalize == "auto":
+        finalize = "compact" if pruner.granularity.kind == "channel" else "bake"
+    if finalize == "compact":
+        check_batch = next(iter(val_loader))[0][:8]
+        final = pruner.compact(check_batch)
+    else:
+        final = pruner.bake()
+    final_acc = evaluate(final, val_loader)
+    log.info("final (%s) accuracy %.2f %% (masked: %.2f %%)", finalize, final_acc, masked_acc)
+
+    lat = task_cfg.latency
+    batches = list(lat.batches)
+    device = "cpu"
+    profile = profile_pair(
+        dense,
+        final,
+        lambda b: datamodule.example_input(b),
+        batches=batches,
+        repeats=lat.repeats,
+        warmup=lat.warmup,
+        memory_format=lat.memory_format,
+    )
+    kind = "channel" if pruner.granularity.kind == "channel" else "param"
+    report = {
+        "method": p.method,
+        "granularity": str(pruner.granularity),
+        "allocation": pruner.allocation,
+        "target_sparsity": p.sparsity,
+        "achieved_sparsity": achieved,
+        "sparsity_kind": kind,
+        "finalize": finalize,
+        "pretrained": origin,
+        "device": f"{device} ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "batches": batches,
+        "memory_format": lat.memory_format,
+        "accuracy": {
+            "dense": dense_acc,
+            "masked_before_finetune": oneshot_acc,
+            "masked_after_finetune": masked_acc,
+            "final": final_acc,
+        },
+        "dense": profile["dense"],
+        "final": profile["final"],
+        "mac_reduction": profile["dense"]["macs"] / max(1, profile["final"]["macs"]),
+        "speedup": {
+            f"batch_{b}": profile["dense"]["latency_ms"][f"batch_{b}"]
+            / profile["final"]["latency_ms"][f"batch_{b}"]
+            for b in batches
+        },
+        "layers": layers,
+        "finetune_steps": int(task.prune_step),
+        "wall_time_s": time.perf_counter() - started,
+    }
+    export_pruned(
+        final,
+        output_dir / "export",
+        builder=OmegaConf.to_container(cfg.net, resolve=True),
+        extra={"accuracy": final_acc, "method": p.method, "granularity": str(pruner.granularity)},
+    )
+    write_json(output_dir / "prune_report.json", report)
+    write_atomic(output_dir / "prune_report.md", _markdown(report))
+    metrics = {
+        "dense/acc": dense_acc,
+        "masked/acc": oneshot_acc,
+        "final/acc": final_acc,
+        "final/sparsity": achieved,
+        "final/params": float(profile["final"]["params"]),
+        "final/nonzero_params": float(profile["final"]["nonzero_params"]),
+        "final/macs": float(profile["final"]["macs"]),
+        "final/mac_reduction": report["mac_reduction"],
+        **{f"final/latency_{k}_ms": v for k, v in profile["final"]["latency_ms"].items()},
+        **{f"final/speedup_{k}": v for k, v in report["speedup"].items()},
+    }
+    write_json(output_dir / "metrics.json", metrics)
+    log.info("\n%s", _markdown(report))
+    return metrics

@@ -1,0 +1,93 @@
+"""The pruning job through run(cfg): report, export, cache, structured compaction, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from masking.pruning.export import load_pruned
+from tasks import run
+from tests.hydra_config import compose_config, options
+
+
+def fast(tmp_path) -> list[str]:
+    return [
+        "task=prune",
+        "logger=none",
+        "net.width=8",
+        "data.size=16",
+        "data.batch_size=32",
+        "task.dense_epochs=1",
+        "task.finetune_epochs=2",
+        "+trainer.limit_train_batches=8",
+        "task.latency.repeats=1",
+        "task.latency.warmup=0",
+        "task.latency.batches=[1,4]",
+        f"task.cache_dir={tmp_path / 'cache'}",
+    ]
+
+
+def read(path):
+    return json.loads(path.read_text())
+
+
+def test_unstructured_run_reports_exports_and_caches_the_dense_model(tmp_path):
+    overrides = [*fast(tmp_path), "pruning=movement", "pruning.sparsity=0.8"]
+    value = run(compose_config(tmp_path / "a", overrides))
+    run_dir = tmp_path / "a"
+    metrics, report = read(run_dir / "metrics.json"), read(run_dir / "prune_report.json")
+    assert value == metrics["final/acc"]
+    assert abs(report["achieved_sparsity"] - 0.8) <= 0.005
+    # baking is exact: the final model classifies like the masked one did
+    assert report["accuracy"]["final"] == report["accuracy"]["masked_after_finetune"]
+    assert report["final"]["nonzero_params"] < 0.3 * report["dense"]["params"]
+    assert set(report["final"]["latency_ms"]) == {"batch_1", "batch_4"}
+    assert "| final |" in (run_dir / "prune_report.md").read_text()
+    assert len(report["layers"]) == 21  # 20 convolutions and the classifier
+    model = load_pruned(run_dir / "export")
+    nonzero = sum(int(p.count_nonzero()) for p in model.parameters())
+    assert nonzero == report["final"]["nonzero_params"]
+    cached = list((tmp_path / "cache").glob("dense-*.pt"))
+    assert len(cached) == 1
+    # the second run starts from the cached dense model: same dense accuracy, no retraining
+    run(compose_config(tmp_path / "b", [*overrides, "pruning=magnitude"]))
+    assert read(tmp_path / "b" / "metrics.json")["dense/acc"] == metrics["dense/acc"]
+    assert list((tmp_path / "cache").glob("dense-*.pt")) == cached
+
+
+def test_structured_run_compacts_to_fewer_macs(tmp_path):
+    overrides = [*fast(tmp_path), "pruning=slimming", "pruning.sparsity=0.5"]
+    run(compose_config(tmp_path, overrides))
+    report = read(tmp_path / "prune_report.json")
+    assert report["finalize"] == "compact"
+    assert abs(report["achieved_sparsity"] - 0.5) <= 0.005
+    assert report["mac_reduction"] > 3.0  # half the channels in and out: about 4x
+    assert report["final"]["params"] < 0.35 * report["dense"]["params"]
+    assert report["accuracy"]["final"] == report["accuracy"]["masked_after_finetune"]
+    model = load_pruned(tmp_path / "export")
+    assert sum(p.numel() for p in model.parameters()) == report["final"]["params"]
+    x = torch.randn(2, 3, 16, 16)
+    assert model(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("option", [o for o in options("pruning") if not o.startswith("_")])
+def test_every_pruning_option_composes(tmp_path, option):
+    cfg = compose_config(tmp_path, ["task=prune", f"pruning={option}"])
+    assert cfg.pruning.method == option
+    assert cfg.net._target_.endswith("resnet18_cifar") and cfg.data._target_.endswith("Module")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("pruning.sparsity=1.0", r"sparsity must be in \[0, 1\)"),
+        ("pruning.exclude=[layer9]", "exclude pattern 'layer9' matches no module"),
+        ("pruning.finalize=shrink", "pruning.finalize must be one of"),
+        ("task.pretrained=/nonexistent/weights.pt", "task.pretrained: no file at"),
+    ],
+)
+def test_bad_pruning_input_is_named(tmp_path, override, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run(compose_config(tmp_path, [*fast(tmp_path), override]))
