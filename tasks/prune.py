@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from masking.pruning import Pruner
+from masking.pruning import Pruner, mask_sources
 
 OptimizerFactory = Callable[[Iterable], Optimizer]
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
@@ -146,3 +146,37 @@ def evaluate(net: nn.Module, loader: Iterable, device: torch.device | str = "cpu
     if total == 0:
         raise ValueError("the evaluation loader is empty")
     return 100.0 * correct / total
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: nn.Module, loader: Iterable, batches: int) -> int:
+    """Re-estimate BatchNorm running statistics with the masks in their evaluation form.
+
+    Stochastic masks (hard-concrete gates) are sampled during training, so the running statistics
+    describe noisy networks while evaluation uses the deterministic gates. This runs ``batches``
+    training batches (no labels, no gradients) with the masks deterministic and the BatchNorm layers
+    accumulating a plain average. Returns the number of batches used.
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches <= 0:
+        return 0
+    momenta = [m.momentum for m in norms]
+    training = net.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches seen
+    net.train()
+    for source in mask_sources(net):
+        source.eval()
+    used = 0
+    try:
+        for images, _ in loader:
+            if used >= batches:
+                break
+            net(images)
+            used += 1
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        net.train(training)
+    return used

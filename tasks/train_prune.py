@@ -278,7 +278,7 @@ def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     from masking.pruning.export import export_pruned
 
     from .io import write_atomic, write_json
-    from .prune import ClassificationTask, evaluate
+    from .prune import ClassificationTask, evaluate, recalibrate_batchnorm
 
     started = time.perf_counter()
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -347,6 +347,11 @@ def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if pruner.current != p.sparsity:
         log.warning("fine-tuning ended before the schedule reached %s: setting it now", p.sparsity)
         pruner.set_sparsity(p.sparsity)
+    if p.method == "hard_concrete":  # sampled gates in training: statistics for the fixed ones
+        used = recalibrate_batchnorm(
+            net, datamodule.train_dataloader(), task_cfg.bn_recalibration_batches
+        )
+        log.info("BatchNorm statistics re-estimated on %d batches with deterministic gates", used)
     masked_acc = evaluate(net, val_loader)
     layers = pruner.layer_sparsity()
     achieved = pruner.achieved_sparsity()

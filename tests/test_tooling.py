@@ -115,3 +115,55 @@ def test_inpaint_quality_benchmark_writes_its_report(tmp_path):
     assert len(payload["results"]["telea"]["per_bin"]) == 6
     assert payload["ours_vs_telea_hole_l1"] > 0
     assert "| average |" in out.with_suffix(".md").read_text()
+
+
+def test_prune_step_benchmark_writes_its_report(tmp_path):
+    out = tmp_path / "ps"
+    args = ["--width", "8", "--batch", "4", "--size", "16", "--rounds", "1", "--out", str(out)]
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_prune_step.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert set(payload["results"]) == {"dense", "ours_movement", "ours_magnitude", "torch_prune"}
+    assert payload["results"]["dense"]["ratio_to_dense"] == 1.0
+
+
+def test_prune_compare_benchmark_writes_its_report(tmp_path):
+    out = tmp_path / "pc"
+    overrides = [
+        "net.width=8",
+        "data.size=16",
+        "+trainer.limit_train_batches=2",
+        "task.dense_epochs=1",
+        "task.latency.repeats=1",
+        "task.latency.warmup=0",
+        "task.latency.batches=[2]",
+        f"task.cache_dir={tmp_path / 'cache'}",
+    ]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench_prune_compare.py",
+            "--quick",
+            "--out",
+            str(out),
+            *overrides,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    unstructured = payload["results"]["unstructured"]["rows"]
+    structured = payload["results"]["structured"]["rows"]
+    assert unstructured[0]["method"].startswith("torch.nn.utils.prune")
+    assert structured[0]["method"].startswith("Torch-Pruning")
+    assert all(r["final"]["macs"] < r["dense"]["macs"] for r in structured)
+    assert "| ours: magnitude |" in out.with_suffix(".md").read_text()

@@ -91,3 +91,28 @@ def test_every_pruning_option_composes(tmp_path, option):
 def test_bad_pruning_input_is_named(tmp_path, override, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         run(compose_config(tmp_path, [*fast(tmp_path), override]))
+
+
+def test_batchnorm_recalibration_uses_deterministic_gates():
+    from masking.pruning import Pruner
+    from tasks.prune import recalibrate_batchnorm
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.Flatten(),
+        torch.nn.LazyLinear(2),
+    )
+    net(torch.randn(2, 3, 8, 8))
+    Pruner(net, method="hard_concrete", sparsity=0.5).step(0)
+    batches = [(torch.randn(4, 3, 8, 8), torch.zeros(4)) for _ in range(3)]
+    assert recalibrate_batchnorm(net, batches, 2) == 2
+    assert net.training  # the flag it had
+    bn = net[1]
+    assert int(bn.num_batches_tracked) == 2
+    net.eval()
+    with torch.no_grad():  # the statistics are the plain average over the two batches' features
+        features = [net[0](x) for x, _ in batches[:2]]
+    expected = torch.stack([f.mean((0, 2, 3)) for f in features]).mean(0)
+    torch.testing.assert_close(bn.running_mean, expected, rtol=1e-5, atol=1e-6)
+    assert bn.momentum == 0.1
