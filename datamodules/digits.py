@@ -15,6 +15,8 @@ from pytorch_lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from masking._checks import check_int
+
 log = logging.getLogger(__name__)
 
 # What a derived generator is for, so the split, the order and the shifts never share a stream.
@@ -177,8 +179,7 @@ class DigitsDataModule(LightningDataModule):
             ("shift", shift, 0),
             ("num_workers", num_workers, 0),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+            check_int(name, value, minimum)
         if isinstance(channels, bool) or not isinstance(channels, int) or channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels!r}")
         if isinstance(val_fraction, bool) or not 0 < val_fraction < 1:
@@ -270,8 +271,7 @@ class DigitsDataModule(LightningDataModule):
     def example_input(self, batch: int = 1) -> Tensor:
         """``batch`` validation images (repeated if needed), ``(batch, channels, size, size)``, for
         tracing and latency measurements."""
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch must be an int >= 1, got {batch!r}")
+        check_int("batch", batch, 1)
         _, val = self._require_setup()
         index = torch.arange(batch) % len(val)
         return val.images[index].expand(-1, self.channels, -1, -1).contiguous()

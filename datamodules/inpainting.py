@@ -16,6 +16,8 @@ from pytorch_lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from masking._checks import check_int
+
 from .images import list_images, read_image, readable_images
 from .photos import BUNDLED_PHOTOS, load_bundled_photo
 
@@ -171,8 +173,7 @@ class InpaintingDataModule(LightningDataModule):
             ("samples_per_epoch", samples_per_epoch, 1),
             ("num_workers", num_workers, 0),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+            check_int(name, value, minimum)
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
         if val_crops not in ("tiled", "center"):

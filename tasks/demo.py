@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from datamodules import load_bundled_photo
 from masking import PartialConv2d, mask_product
+from masking._checks import check_int
 
 from .io import save_image, write_json
 
@@ -86,8 +87,7 @@ def run_demo(
         ("kernel_size", kernel_size, 3),
         ("max_steps", max_steps, 1),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"task.{name} must be an int >= {minimum}, got {value!r}")
+        check_int(f"task.{name}", value, minimum)
     if kernel_size % 2 == 0:
         raise ValueError(f"task.kernel_size must be odd, got {kernel_size}")
     generator = torch.Generator().manual_seed(seed)

@@ -16,6 +16,7 @@ from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 import masking  # noqa: F401  (registers the masking:: custom ops counted below)
+from masking._checks import check_int
 
 __all__ = ["count_macs", "count_params", "latency_table", "measure_latency"]
 
@@ -24,12 +25,6 @@ def _check_module(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return model
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _as_args(example_inputs: object) -> tuple:
@@ -180,10 +175,10 @@ def measure_latency(
     """
     _check_module(model)
     args = _as_args(example_inputs)
-    _check_int("repeats", repeats, 1)
-    _check_int("warmup", warmup, 0)
+    check_int("repeats", repeats, 1)
+    check_int("warmup", warmup, 0)
     if threads is not None:
-        _check_int("threads", threads, 1)
+        check_int("threads", threads, 1)
     first = next((a for a in args if isinstance(a, Tensor)), None)
     if first is None or first.dim() == 0:
         raise ValueError("example_inputs must include a tensor with a batch dimension")

@@ -347,7 +347,7 @@ def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if pruner.current != p.sparsity:
         log.warning("fine-tuning ended before the schedule reached %s: setting it now", p.sparsity)
         pruner.set_sparsity(p.sparsity)
-    if p.method == "hard_concrete":  # sampled gates in training: statistics for the fixed ones
+    if any(source.stochastic for source in pruner.sources):  # statistics for the fixed masks
         used = recalibrate_batchnorm(
             net, datamodule.train_dataloader(), task_cfg.bn_recalibration_batches
         )

@@ -24,23 +24,17 @@ def test_ruff_is_clean(args):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def run_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a script of the repository with this interpreter, from the repository root."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def test_partial_conv_benchmark_writes_its_report(tmp_path):
     out = tmp_path / "pc"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/bench_partial_conv.py",
-            "--rounds",
-            "1",
-            "--shapes",
-            "8x16",
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_script(
+        "benchmarks/bench_partial_conv.py", "--rounds", "1", "--shapes", "8x16", "--out", str(out)
     )
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads(out.with_suffix(".json").read_text())
@@ -55,21 +49,8 @@ def test_partial_conv_benchmark_writes_its_report(tmp_path):
 
 def test_mask_product_benchmark_writes_its_report(tmp_path):
     out = tmp_path / "mp"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/bench_mask_product.py",
-            "--rounds",
-            "1",
-            "--scale",
-            "64",
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_script(
+        "benchmarks/bench_mask_product.py", "--rounds", "1", "--scale", "64", "--out", str(out)
     )
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads(out.with_suffix(".json").read_text())
@@ -89,25 +70,18 @@ def test_inpaint_quality_benchmark_writes_its_report(tmp_path):
 
     run(compose_config(tmp_path / "train", FAST))
     out = tmp_path / "q"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/bench_inpaint_quality.py",
-            "--ckpt",
-            str(tmp_path / "train" / "checkpoints" / "last.ckpt"),
-            "--size",
-            "32",
-            "--per-bin",
-            "1",
-            "--max-images",
-            "3",
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_script(
+        "benchmarks/bench_inpaint_quality.py",
+        "--ckpt",
+        str(tmp_path / "train" / "checkpoints" / "last.ckpt"),
+        "--size",
+        "32",
+        "--per-bin",
+        "1",
+        "--max-images",
+        "3",
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads(out.with_suffix(".json").read_text())
@@ -120,13 +94,7 @@ def test_inpaint_quality_benchmark_writes_its_report(tmp_path):
 def test_prune_step_benchmark_writes_its_report(tmp_path):
     out = tmp_path / "ps"
     args = ["--width", "8", "--batch", "4", "--size", "16", "--rounds", "1", "--out", str(out)]
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_prune_step.py", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_script("benchmarks/bench_prune_step.py", *args)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads(out.with_suffix(".json").read_text())
     assert set(payload["results"]) == {"dense", "ours_movement", "ours_magnitude", "torch_prune"}
@@ -145,19 +113,8 @@ def test_prune_compare_benchmark_writes_its_report(tmp_path):
         "task.latency.batches=[2]",
         f"task.cache_dir={tmp_path / 'cache'}",
     ]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/bench_prune_compare.py",
-            "--quick",
-            "--out",
-            str(out),
-            *overrides,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_script(
+        "benchmarks/bench_prune_compare.py", "--quick", "--out", str(out), *overrides, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(out.with_suffix(".json").read_text())

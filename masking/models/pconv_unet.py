@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_int
 from ..functional import mask_product
 from ..layers import CONV_LAYERS, PartialConv2d, create_conv2d
 from ..layers.create_conv import ConvLayer
@@ -85,8 +86,7 @@ class PConvUNet(nn.Module):
             ("depth", depth, 1),
             ("base_width", base_width, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+            check_int(name, value, minimum)
         if max_width < base_width:
             raise ValueError(f"max_width must be >= base_width ({base_width}), got {max_width!r}")
         kernels = list(encoder_kernels)

@@ -7,11 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+from .._checks import check_int
 
 
 def _check_ints(name: str, values: object, minimum: int) -> tuple[int, ...]:
@@ -105,8 +101,8 @@ class ResNet(nn.Module):
             raise ValueError(
                 f"widths must have one entry per stage ({len(depths)}), got {list(widths)!r}"
             )
-        _check_int("num_classes", num_classes, 1)
-        _check_int("in_channels", in_channels, 1)
+        check_int("num_classes", num_classes, 1)
+        check_int("in_channels", in_channels, 1)
         self.depths, self.widths = depths, widths
         self.num_classes, self.in_channels = num_classes, in_channels
 
@@ -162,7 +158,7 @@ def resnet18_cifar(num_classes: int = 10, in_channels: int = 3, width: int = 64)
         >>> net(torch.rand(1, 3, 32, 32)).shape
         torch.Size([1, 10])
     """
-    _check_int("width", width, 1)
+    check_int("width", width, 1)
     return ResNet(
         depths=(2, 2, 2, 2),
         widths=tuple(width * k for k in (1, 2, 4, 8)),

@@ -210,6 +210,29 @@ def _select(module: nn.Module, name: str, dim: int, index: Tensor) -> None:
         setattr(module, name, new)
 
 
+def _shrink_matrix(
+    module: nn.Module,
+    sizes: tuple[str, str],
+    dims: tuple[int, int],
+    out_drop: list[int],
+    in_drop: list[int],
+    device: torch.device,
+) -> None:
+    """A conv or linear layer: drop weight rows (and bias) for outputs, columns for inputs.
+
+    ``sizes`` names the layer's (output, input) size attributes, ``dims`` the weight's dimensions.
+    """
+    out_size, in_size = sizes
+    if out_drop:
+        index = _kept(getattr(module, out_size), out_drop, device)
+        _select(module, "weight", dims[0], index)
+        _select(module, "bias", 0, index)
+        setattr(module, out_size, len(index))
+    if in_drop:
+        _select(module, "weight", dims[1], _kept(getattr(module, in_size), in_drop, device))
+        setattr(module, in_size, getattr(module, in_size) - len(in_drop))
+
+
 def _shrink(module: nn.Module, *, out_drop: list[int], in_drop: list[int]) -> None:
     """Remove output channels ``out_drop`` and input channels ``in_drop`` of one layer."""
     device = next(module.parameters(), torch.empty(0)).device
@@ -231,24 +254,10 @@ def _shrink(module: nn.Module, *, out_drop: list[int], in_drop: list[int]) -> No
             _select(module, "bias", 0, index)
             module.out_channels = module.in_channels = module.groups = len(index)
             return
-        out_dim, in_dim = (1, 0) if module.transposed else (0, 1)
-        if out_drop:
-            index = _kept(module.out_channels, out_drop, device)
-            _select(module, "weight", out_dim, index)
-            _select(module, "bias", 0, index)
-            module.out_channels = len(index)
-        if in_drop:
-            _select(module, "weight", in_dim, _kept(module.in_channels, in_drop, device))
-            module.in_channels -= len(in_drop)
+        dims = (1, 0) if module.transposed else (0, 1)
+        _shrink_matrix(module, ("out_channels", "in_channels"), dims, out_drop, in_drop, device)
     elif isinstance(module, nn.Linear):
-        if out_drop:
-            index = _kept(module.out_features, out_drop, device)
-            _select(module, "weight", 0, index)
-            _select(module, "bias", 0, index)
-            module.out_features = len(index)
-        if in_drop:
-            _select(module, "weight", 1, _kept(module.in_features, in_drop, device))
-            module.in_features -= len(in_drop)
+        _shrink_matrix(module, ("out_features", "in_features"), (0, 1), out_drop, in_drop, device)
     elif isinstance(module, nn.modules.batchnorm._BatchNorm):
         index = _kept(module.num_features, out_drop, device)
         for name in ("weight", "bias", "running_mean", "running_var"):

@@ -35,6 +35,8 @@ class MaskSource(nn.Module):
 
     name = "base"
     learned = False  # has parameters the mask optimizer trains
+    ranks_by_magnitude = True  # importance is the weights' magnitude, refreshed by the pruner
+    stochastic = False  # the training-mode mask is sampled (evaluation uses a fixed one)
 
     def __init__(self, shape: tuple[int, ...], magnitude: Tensor) -> None:
         super().__init__()
@@ -76,6 +78,7 @@ class MovementMask(MaskSource):
 
     name = "movement"
     learned = True
+    ranks_by_magnitude = False
 
     def __init__(self, shape: tuple[int, ...], magnitude: Tensor) -> None:
         super().__init__(shape, magnitude)
@@ -104,6 +107,8 @@ class HardConcreteMask(MaskSource):
 
     name = "hard_concrete"
     learned = True
+    ranks_by_magnitude = False
+    stochastic = True
 
     def __init__(
         self,

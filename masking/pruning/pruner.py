@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int
 from ..layers import GatedConv2d
 from .estimators import ESTIMATORS, MaskSource
 from .granularity import (
@@ -200,9 +201,8 @@ class Pruner:
         if allocation == "auto":
             allocation = "layer" if self.granularity.kind in ("channel", "n:m") else "global"
         self.allocation = allocation
-        for name, value in (("round_to", round_to), ("update_every", update_every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_int("round_to", round_to, 1)
+        check_int("update_every", update_every, 1)
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty >= 0:
             raise ValueError(f"penalty must be a number >= 0, got {penalty!r}")
         if schedule is None:
@@ -356,7 +356,7 @@ class Pruner:
     def set_sparsity(self, sparsity: float) -> None:
         """Choose which entries survive so the masked layers reach ``sparsity``."""
         sparsity = check_sparsity("sparsity", sparsity)
-        if self.method not in ("movement", "hard_concrete"):  # those rank by their own state
+        if ESTIMATORS[self.method].ranks_by_magnitude:
             self.refresh_importance()
         sources = self.sources
         if self.granularity.kind == "n:m":
@@ -399,10 +399,10 @@ class Pruner:
         for source, score in zip(sources, scores):
             keep = score > threshold
             count = int(keep.sum())
-            fixed = 1 if count == 0 else None  # every layer keeps something
+            fixed = max(count, 1)  # every layer keeps something
             if self.granularity.kind == "channel":
-                fixed = min(score.numel(), math.ceil(max(count, 1) / self.round_to) * self.round_to)
-            if fixed is not None and fixed != count:
+                fixed = min(score.numel(), math.ceil(fixed / self.round_to) * self.round_to)
+            if fixed != count:
                 keep = _topk_keep(score, fixed)
             source.keep.copy_(keep.view(source.keep.shape))
 

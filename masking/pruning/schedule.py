@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from .._checks import check_int
+
 ScheduleKind = Literal["one_shot", "linear", "cubic"]
 SCHEDULES: tuple[str, ...] = ("one_shot", "linear", "cubic")
 
@@ -61,9 +63,8 @@ class SparsitySchedule:
         if kind not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
         self.kind = kind
-        for name, value in (("start_step", start_step), ("every", every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (name == "every"):
-                raise ValueError(f"{name} must be an int >= {int(name == 'every')}, got {value!r}")
+        check_int("start_step", start_step, 0)
+        check_int("every", every, 1)
         self.start_step, self.every = start_step, every
         if kind == "one_shot":
             end_step = start_step if end_step is None else end_step

@@ -15,16 +15,6 @@ from masking.pruning.graph import ChannelGroup, Member, channel_groups
 from tests.oracle import blob_mask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Inputs are tiny: one thread is faster than two, and immune to a busy core (OpenMP threads
-    # that spin-wait for a descheduled peer make a forward pass tens of times slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def inpainting_inputs(size: int = 32) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(1)
     return torch.rand(1, 3, size, size, generator=g), blob_mask(1, size, 0.4)
