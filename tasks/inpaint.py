@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from masking.functional import mask_product
 from masking.generators import MaskGenerator
+from masking.pruning import Pruner
 
 from .io import save_image
 from .losses import InpaintingLoss, hinge_discriminator_loss, hinge_generator_loss
@@ -44,6 +45,11 @@ class InpaintingTask(pl.LightningModule):
             explicit ``scheduler`` takes precedence).
         net_spec: the network's ``_target_`` and arguments, saved in checkpoints so that
             ``task=predict`` can rebuild it without the training config or pickled objects.
+        pruner: a :class:`~masking.pruning.Pruner` whose masks are attached to ``net``
+            (``task=prune_inpaint``): each step first sets the masks for that step, the loss gains
+            the estimator's penalty, and the estimator's parameters join the optimizer as a second
+            parameter group with learning rate ``mask_lr``.
+        mask_lr: learning rate of the estimator's parameters (scores, gates, thresholds).
     """
 
     def __init__(
@@ -64,10 +70,18 @@ class InpaintingTask(pl.LightningModule):
         samples: int = 8,
         net_spec: dict | None = None,
         lr_schedule: str = "constant",
+        pruner: Pruner | None = None,
+        mask_lr: float = 1e-2,
     ) -> None:
         super().__init__()
         if discriminator is not None and d_optimizer is None:
             raise ValueError("d_optimizer is required with a discriminator")
+        if pruner is not None and discriminator is not None:
+            raise ValueError(
+                "pruner: fine-tuning under a pruner trains the generator with the reconstruction "
+                "loss only; pass no discriminator"
+            )
+        self.pruner, self.mask_lr = pruner, float(mask_lr)
         self.net, self.loss, self.discriminator = net, loss, discriminator
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.d_optimizer_factory, self.gan_weight = d_optimizer, float(gan_weight)
@@ -136,9 +150,16 @@ class InpaintingTask(pl.LightningModule):
         return total
 
     def training_step(self, images: Tensor, batch_idx: int) -> Tensor | None:
+        if self.pruner is not None:
+            sparsity = self.pruner.step(self.global_step)
+            self.log("prune/sparsity", sparsity, on_step=True, on_epoch=False)
         masks = self.training_masks(images)
         outputs = self(images, masks)
         loss = self._reconstruction(outputs, images, masks, "train")
+        if self.pruner is not None and self.pruner.penalty_weight:
+            penalty = self.pruner.penalty()
+            self.log("train/penalty", penalty, on_step=True, on_epoch=True)
+            loss = loss + penalty
         if self.discriminator is None:
             self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
             return loss
@@ -213,7 +234,16 @@ class InpaintingTask(pl.LightningModule):
     # -- optimisers and state -----------------------------------------------------------------
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.net.parameters())
+        if self.pruner is not None:
+            masks = self.pruner.mask_parameters()
+            ids = {id(p) for p in masks}
+            weights = [p for p in self.net.parameters() if p.requires_grad and id(p) not in ids]
+            groups = [{"params": weights}]
+            if masks:
+                groups.append({"params": masks, "lr": self.mask_lr})
+            optimizer = self.optimizer_factory(groups)
+        else:
+            optimizer = self.optimizer_factory(self.net.parameters())
         if self.discriminator is not None:
             return [optimizer, self.d_optimizer_factory(self.discriminator.parameters())]
         if self.scheduler_factory is not None:

@@ -19,38 +19,51 @@ from .io import save_image, write_json
 log = logging.getLogger(__name__)
 
 
-def load_network(ckpt_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The network of an inpainting checkpoint, rebuilt from its saved spec, in eval mode."""
-    from hydra.utils import instantiate
-
+def read_inpainting_checkpoint(
+    ckpt_path: str | Path, argument: str = "ckpt_path"
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The network spec (``_target_`` and arguments) and weights of an inpainting checkpoint;
+    errors name ``argument``."""
     path = Path(ckpt_path)
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path {str(path)!r} is not a file")
+        raise FileNotFoundError(f"{argument} {str(path)!r} is not a file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         raise ValueError(
-            f"ckpt_path {str(path)!r} is not a readable checkpoint ({type(err).__name__})"
+            f"{argument} {str(path)!r} is not a readable checkpoint ({type(err).__name__})"
         ) from None
     spec = checkpoint.get("net_spec") if isinstance(checkpoint, dict) else None
     if spec is None:
         raise ValueError(
-            f"ckpt_path {str(path)!r} is not an inpainting checkpoint of this project (no net_spec); "
+            f"{argument} {str(path)!r} is not an inpainting checkpoint of this project (no net_spec); "
             "use a checkpoint written by task=inpaint"
         )
-    net = instantiate(spec)
     state = {
         k.removeprefix("net."): v
         for k, v in checkpoint["state_dict"].items()
         if k.startswith("net.")
     }
+    return spec, state
+
+
+def build_network(spec: dict, state: dict[str, torch.Tensor]) -> nn.Module:
+    """``spec``'s network with ``state`` loaded (every key must fit)."""
+    from hydra.utils import instantiate
+
+    net = instantiate(spec)
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
             f"checkpoint weights do not fit {spec.get('_target_')}: {len(missing)} missing and "
             f"{len(unexpected)} unexpected keys (first: {(missing or unexpected)[0]})"
         )
-    return net.to(device).eval()
+    return net
+
+
+def load_network(ckpt_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The network of an inpainting checkpoint, rebuilt from its saved spec, in eval mode."""
+    return build_network(*read_inpainting_checkpoint(ckpt_path)).to(device).eval()
 
 
 def _pairs(input_path: Path, masks_path: Path) -> list[tuple[Path, Path]]:

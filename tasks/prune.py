@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -149,13 +150,19 @@ def evaluate(net: nn.Module, loader: Iterable, device: torch.device | str = "cpu
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(net: nn.Module, loader: Iterable, batches: int) -> int:
+def recalibrate_batchnorm(
+    net: nn.Module,
+    loader: Iterable,
+    batches: int,
+    forward: Callable[[nn.Module, Any], Any] | None = None,
+) -> int:
     """Re-estimate BatchNorm running statistics with the masks in their evaluation form.
 
     Stochastic masks (hard-concrete gates) are sampled during training, so the running statistics
     describe noisy networks while evaluation uses the deterministic gates. This runs ``batches``
     training batches (no labels, no gradients) with the masks deterministic and the BatchNorm layers
-    accumulating a plain average. Returns the number of batches used.
+    accumulating a plain average. ``forward(net, batch)`` runs one batch (default: ``net(batch[0])``,
+    an ``(images, labels)`` loader). Returns the number of batches used.
     """
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms or batches <= 0:
@@ -170,10 +177,10 @@ def recalibrate_batchnorm(net: nn.Module, loader: Iterable, batches: int) -> int
         source.eval()
     used = 0
     try:
-        for images, _ in loader:
+        for batch in loader:
             if used >= batches:
                 break
-            net(images)
+            forward(net, batch) if forward is not None else net(batch[0])
             used += 1
     finally:
         for m, momentum in zip(norms, momenta):

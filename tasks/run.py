@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-TASKS = ("demo", "inpaint", "predict", "prune")
+TASKS = ("demo", "inpaint", "predict", "prune", "prune_inpaint")
 
 
 def run(cfg: DictConfig) -> float:
@@ -33,6 +33,10 @@ def run(cfg: DictConfig) -> float:
         from .train_prune import run_prune
 
         metrics = run_prune(cfg, output_dir)
+    elif name == "prune_inpaint":
+        from .train_prune_inpaint import run_prune_inpaint
+
+        metrics = run_prune_inpaint(cfg, output_dir)
     elif name == "predict":
         from .predict import run_predict
 

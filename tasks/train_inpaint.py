@@ -9,25 +9,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from .inpaint import InpaintingTask
+
 log = logging.getLogger(__name__)
 
 
-def run_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
-    import pytorch_lightning as pl
+def build_inpainting_task(cfg: DictConfig, net, output_dir: Path, **extra) -> InpaintingTask:
+    """The :class:`InpaintingTask` of ``cfg.task`` for ``net`` (``extra``: pruner, mask_lr)."""
     from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from masking.generators import evaluation_masks
 
-    from .inpaint import InpaintingTask
-    from .io import write_json
     from .losses import InpaintingLoss, LossWeights, load_vgg16_features
 
-    os.environ.setdefault("WANDB_MODE", "offline")
-    pl.seed_everything(cfg.seed, workers=True)
     task_cfg = cfg.task
-    datamodule = instantiate(cfg.data)
-    net = instantiate(cfg.net)
     eval_masks = evaluation_masks(
         cfg.data.crop_size,
         task_cfg.eval_masks_per_bin,
@@ -37,7 +32,7 @@ def run_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     vgg = load_vgg16_features(task_cfg.loss.vgg_path, required=task_cfg.loss.require_vgg)
     loss = InpaintingLoss(LossWeights(**task_cfg.loss.weights), vgg=vgg)
     gan = task_cfg.get("gan")
-    task = InpaintingTask(
+    return InpaintingTask(
         net=net,
         loss=loss,
         optimizer=instantiate(task_cfg.optimizer),
@@ -45,7 +40,7 @@ def run_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         eval_masks=eval_masks,
         mask_seed=task_cfg.mask_seed,
         ramp_steps=task_cfg.ramp_steps,
-        scheduler=instantiate(task_cfg.scheduler) if task_cfg.scheduler else None,
+        scheduler=instantiate(task_cfg.scheduler) if task_cfg.get("scheduler") else None,
         discriminator=instantiate(gan.discriminator) if gan else None,
         d_optimizer=instantiate(gan.optimizer) if gan else None,
         gan_weight=gan.weight if gan else 0.0,
@@ -53,7 +48,21 @@ def run_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         samples=task_cfg.samples,
         net_spec=OmegaConf.to_container(cfg.net, resolve=True),
         lr_schedule=task_cfg.lr_schedule,
+        **extra,
     )
+
+
+def run_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from .io import write_json
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    task = build_inpainting_task(cfg, instantiate(cfg.net), output_dir)
     checkpoints = ModelCheckpoint(
         dirpath=output_dir / "checkpoints",
         filename="best-{epoch:03d}",

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,11 @@ def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"task.pretrained: {path} is not a readable torch file ({error})"
         ) from None
+    if isinstance(state, dict) and "net_spec" in state:
+        raise ValueError(
+            f"task.pretrained: {path} is an inpainting checkpoint (task=inpaint); prune it with "
+            f"task=prune_inpaint task.pretrained={path}"
+        )
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -80,8 +85,8 @@ def torchvision_cached_weights(name: str) -> Path:
     return hub
 
 
-def _dense_cache_path(cfg: DictConfig) -> Path:
-    """Where the dense model trained for this net/data/recipe/seed is cached."""
+def dense_cache_path(cfg: DictConfig, recipe: dict[str, Any]) -> Path:
+    """Where the dense model trained for this net/data/seed and training ``recipe`` is cached."""
     recipe = {
         "net": OmegaConf.to_container(cfg.net, resolve=True),
         "data": {
@@ -89,10 +94,8 @@ def _dense_cache_path(cfg: DictConfig) -> Path:
             for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
             if k not in ("num_workers", "pin_memory")
         },
-        "epochs": cfg.task.dense_epochs,
-        "lr_schedule": cfg.task.dense_lr_schedule,
-        "optimizer": OmegaConf.to_container(cfg.task.dense_optimizer, resolve=True),
         "seed": cfg.seed,
+        **recipe,
     }
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     arch = str(recipe["net"].get("_target_", "net")).rsplit(".", 1)[-1]
@@ -142,7 +145,14 @@ def pretrained_network(cfg: DictConfig, datamodule: Any) -> tuple[nn.Module, str
         path = path if path.is_absolute() else _original_cwd() / path
         load_weights(net, _state_dict_from_file(path), str(path))
         return net, str(path)
-    cache = _dense_cache_path(cfg)
+    cache = dense_cache_path(
+        cfg,
+        {
+            "epochs": cfg.task.dense_epochs,
+            "lr_schedule": cfg.task.dense_lr_schedule,
+            "optimizer": OmegaConf.to_container(cfg.task.dense_optimizer, resolve=True),
+        },
+    )
     if cache.is_file():
         log.info("Using the cached dense model %s (delete it to retrain)", cache)
         load_weights(net, _state_dict_from_file(cache), str(cache))
@@ -203,7 +213,14 @@ def profile_pair(
         out[key]["latency_ms"] = {}
     fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
     for batch in batches:
-        example = make_input(batch).contiguous(memory_format=fmt)
+        example = make_input(batch)
+        if isinstance(example, Tensor):
+            example = example.contiguous(memory_format=fmt)
+        else:  # forward arguments: image-like ones in the same memory format
+            example = tuple(
+                t.contiguous(memory_format=fmt) if isinstance(t, Tensor) and t.dim() == 4 else t
+                for t in example
+            )
         runs: dict[str, list[float]] = {k: [] for k in models}
         for _ in range(3):  # interleaved blocks: a noisy neighbour hits both models alike
             for key, model in models.items():
@@ -215,8 +232,18 @@ def profile_pair(
     return out
 
 
-def _markdown(report: dict[str, Any]) -> str:
+SCORES = {  # report key -> (column label, format)
+    "accuracy": ("accuracy (%)", "{:.2f}"),
+    "psnr": ("PSNR (dB)", "{:.2f}"),
+    "hole_l1": ("hole L1", "{:.4f}"),
+}
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The readable table of a pruning report (``report["scores"]`` names its quality columns)."""
     d, f = report["dense"], report["final"]
+    scores = report["scores"]
+    batches = report["batches"]
     lines = [
         f"# Pruning report: {report['method']}, {report['granularity']}, "
         f"target sparsity {report['target_sparsity']}",
@@ -224,30 +251,35 @@ def _markdown(report: dict[str, Any]) -> str:
         f"Device: {report['device']}; torch {report['torch']}; finalize: {report['finalize']}; "
         f"pretrained: {report['pretrained']}",
         "",
-        "| | accuracy (%) | params | nonzero params | MACs | "
-        + " | ".join(f"latency b{b} (ms)" for b in report["batches"])
+        "| | "
+        + " | ".join(SCORES[k][0] for k in scores)
+        + " | params | nonzero params | MACs | "
+        + " | ".join(f"latency b{b} (ms)" for b in batches)
         + " |",
-        "|---|---|---|---|---|" + "---|" * len(report["batches"]),
+        "|---|" + "---|" * (len(scores) + 3 + len(batches)),
     ]
 
-    def row(name: str, entry: dict, acc: float) -> str:
-        lat = " | ".join(f"{entry['latency_ms'][f'batch_{b}']:.2f}" for b in report["batches"])
+    def quality(stage: str) -> str:
+        return " | ".join(SCORES[k][1].format(report[k][stage]) for k in scores)
+
+    def row(name: str, entry: dict) -> str:
+        lat = " | ".join(f"{entry['latency_ms'][f'batch_{b}']:.2f}" for b in batches)
         return (
-            f"| {name} | {acc:.2f} | {entry['params']:,} | {entry['nonzero_params']:,} | "
+            f"| {name} | {quality(name)} | {entry['params']:,} | {entry['nonzero_params']:,} | "
             f"{entry['macs']:,} | {lat} |"
         )
 
-    lines.append(row("dense", d, report["accuracy"]["dense"]))
+    lines.append(row("dense", d))
     lines.append(
-        f"| masked, before fine-tuning | {report['accuracy']['masked_before_finetune']:.2f} "
-        "| | | |" + " |" * len(report["batches"])
+        f"| masked, before fine-tuning | {quality('masked_before_finetune')} | | | |"
+        + " |" * len(batches)
     )
-    lines.append(row("final", f, report["accuracy"]["final"]))
+    lines.append(row("final", f))
     lines += [
         "",
         f"Achieved sparsity: {report['achieved_sparsity']:.4f} ({report['sparsity_kind']}). "
         f"MAC reduction {report['mac_reduction']:.2f}×; speedup "
-        + ", ".join(f"b{b} {report['speedup'][f'batch_{b}']:.2f}×" for b in report["batches"])
+        + ", ".join(f"b{b} {report['speedup'][f'batch_{b}']:.2f}×" for b in batches)
         + ".",
         "",
         "| layer | "
@@ -269,43 +301,149 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    from masking.pruning import Pruner, SparsitySchedule
-    from masking.pruning.export import export_pruned
-
-    from .io import write_atomic, write_json
-    from .prune import ClassificationTask, evaluate, recalibrate_batchnorm
-
-    started = time.perf_counter()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    pl.seed_everything(cfg.seed, workers=True)
-    task_cfg, p = cfg.task, cfg.get("pruning")
+def pruning_options(cfg: DictConfig, example_inputs: Any) -> dict[str, Any]:
+    """The :class:`~masking.pruning.Pruner` arguments of ``cfg.pruning`` (checked)."""
+    p = cfg.get("pruning")
     if p is None:
-        raise ValueError("task=prune needs a pruning method: pruning=magnitude|movement|...")
+        raise ValueError(
+            f"task={cfg.task.name} needs a pruning method: pruning=magnitude|movement|..."
+        )
     if p.finalize not in FINALIZE:
         raise ValueError(
             f"pruning.finalize must be one of {', '.join(FINALIZE)}, got {p.finalize!r}"
         )
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    example = datamodule.example_input(2)
-    options = {
+    return {
         "method": p.method,
         "granularity": p.granularity,
         "sparsity": p.sparsity,
         "allocation": p.allocation,
         "include": list(p.include),
         "exclude": list(p.exclude),
-        "example_inputs": example,
+        "example_inputs": example_inputs,
         "round_to": p.round_to,
         "penalty": p.penalty,
         "estimator_args": OmegaConf.to_container(p.estimator_args, resolve=True),
         "update_every": p.update_every,
     }
+
+
+def build_schedule(p: DictConfig, steps: int) -> Any:
+    """``pruning.schedule`` over ``steps`` fine-tuning steps (``pruning.ramp`` as fractions)."""
+    from masking.pruning import SparsitySchedule
+
+    ramp_start, ramp_end = (round(f * steps) for f in p.ramp)
+    return SparsitySchedule(
+        p.sparsity,
+        kind=p.schedule,
+        start_step=ramp_start,
+        end_step=max(ramp_start, min(ramp_end, steps - 1)),
+        initial=p.get("initial_sparsity", 0.0),
+        every=p.update_every,
+    )
+
+
+def finalize_pruned(pruner: Any, p: DictConfig, check_inputs: Any) -> tuple[nn.Module, str]:
+    """Bake or compact (``pruning.finalize``; auto: compact channels, bake the rest)."""
+    finalize = p.finalize
+    if finalize == "auto":
+        finalize = "compact" if pruner.granularity.kind == "channel" else "bake"
+    if finalize == "compact":
+        return pruner.compact(check_inputs), finalize
+    return pruner.bake(), finalize
+
+
+def pruning_report(
+    cfg: DictConfig,
+    pruner: Any,
+    *,
+    finalize: str,
+    origin: str,
+    profile: dict[str, dict],
+    scores: dict[str, dict[str, float]],
+    steps: int,
+    started: float,
+) -> dict[str, Any]:
+    """``prune_report.json``: the settings, sparsity per layer, cost and quality of each stage."""
+    p, batches = cfg.pruning, list(cfg.task.latency.batches)
+    return {
+        "method": p.method,
+        "granularity": str(pruner.granularity),
+        "allocation": pruner.allocation,
+        "target_sparsity": p.sparsity,
+        "achieved_sparsity": pruner.achieved_sparsity(),
+        "sparsity_kind": "channel" if pruner.granularity.kind == "channel" else "param",
+        "finalize": finalize,
+        "pretrained": origin,
+        "device": f"cpu ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "batches": batches,
+        "memory_format": cfg.task.latency.memory_format,
+        "scores": list(scores),
+        **scores,
+        "dense": profile["dense"],
+        "final": profile["final"],
+        "mac_reduction": profile["dense"]["macs"] / max(1, profile["final"]["macs"]),
+        "speedup": {
+            f"batch_{b}": profile["dense"]["latency_ms"][f"batch_{b}"]
+            / profile["final"]["latency_ms"][f"batch_{b}"]
+            for b in batches
+        },
+        "layers": pruner.layer_sparsity(),
+        "finetune_steps": steps,
+        "wall_time_s": time.perf_counter() - started,
+    }
+
+
+def write_pruning_outputs(
+    output_dir: Path,
+    final: nn.Module,
+    builder: dict,
+    report: dict[str, Any],
+    metrics: dict[str, float],
+    extra: dict[str, Any],
+) -> dict[str, float]:
+    """``export/``, ``prune_report.{json,md}`` and ``metrics.json`` (cost metrics added here)."""
+    from masking.pruning.export import export_pruned
+
+    from .io import write_atomic, write_json
+
+    export_pruned(final, output_dir / "export", builder=builder, extra=extra)
+    write_json(output_dir / "prune_report.json", report)
+    markdown = report_markdown(report)
+    write_atomic(output_dir / "prune_report.md", markdown)
+    final_cost = report["final"]
+    metrics = {
+        **metrics,
+        "final/sparsity": report["achieved_sparsity"],
+        "final/params": float(final_cost["params"]),
+        "final/nonzero_params": float(final_cost["nonzero_params"]),
+        "final/macs": float(final_cost["macs"]),
+        "final/mac_reduction": report["mac_reduction"],
+        **{f"final/latency_{k}_ms": v for k, v in final_cost["latency_ms"].items()},
+        **{f"final/speedup_{k}": v for k, v in report["speedup"].items()},
+    }
+    write_json(output_dir / "metrics.json", metrics)
+    log.info("\n%s", markdown)
+    return metrics
+
+
+def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from masking.pruning import Pruner
+
+    from .prune import ClassificationTask, evaluate, recalibrate_batchnorm
+
+    started = time.perf_counter()
+    os.environ.setdefault("WANDB_MODE", "offline")
+    pl.seed_everything(cfg.seed, workers=True)
+    task_cfg, p = cfg.task, cfg.get("pruning")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    options = pruning_options(cfg, datamodule.example_input(2))
     Pruner(instantiate(cfg.net), **options)  # bad pruning settings fail now, not after training
     net, origin = pretrained_network(cfg, datamodule)
     val_loader = datamodule.val_dataloader()
@@ -316,15 +454,7 @@ def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     steps = len(datamodule.train_dataloader()) * task_cfg.finetune_epochs
     if cfg.trainer.get("max_steps", -1) not in (None, -1):
         steps = min(steps, int(cfg.trainer.max_steps))
-    ramp_start, ramp_end = (round(f * steps) for f in p.ramp)
-    schedule = SparsitySchedule(
-        p.sparsity,
-        kind=p.schedule,
-        start_step=ramp_start,
-        end_step=max(ramp_start, min(ramp_end, steps - 1)),
-        initial=p.get("initial_sparsity", 0.0),
-        every=p.update_every,
-    )
+    schedule = build_schedule(p, steps)
     pruner = Pruner(net, schedule=schedule, **options)
     pruner.set_sparsity(p.sparsity)
     oneshot_acc = evaluate(net, val_loader)
@@ -353,85 +483,42 @@ def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         )
         log.info("BatchNorm statistics re-estimated on %d batches with deterministic gates", used)
     masked_acc = evaluate(net, val_loader)
-    layers = pruner.layer_sparsity()
-    achieved = pruner.achieved_sparsity()
 
-    finalize = p.finalize
-    if finalize == "auto":
-        finalize = "compact" if pruner.granularity.kind == "channel" else "bake"
-    if finalize == "compact":
-        check_batch = next(iter(val_loader))[0][:8]
-        final = pruner.compact(check_batch)
-    else:
-        final = pruner.bake()
+    final, finalize = finalize_pruned(pruner, p, next(iter(val_loader))[0][:8])
     final_acc = evaluate(final, val_loader)
     log.info("final (%s) accuracy %.2f %% (masked: %.2f %%)", finalize, final_acc, masked_acc)
 
     lat = task_cfg.latency
-    batches = list(lat.batches)
-    device = "cpu"
     profile = profile_pair(
         dense,
         final,
         lambda b: datamodule.example_input(b),
-        batches=batches,
+        batches=list(lat.batches),
         repeats=lat.repeats,
         warmup=lat.warmup,
         memory_format=lat.memory_format,
     )
-    kind = "channel" if pruner.granularity.kind == "channel" else "param"
-    report = {
-        "method": p.method,
-        "granularity": str(pruner.granularity),
-        "allocation": pruner.allocation,
-        "target_sparsity": p.sparsity,
-        "achieved_sparsity": achieved,
-        "sparsity_kind": kind,
-        "finalize": finalize,
-        "pretrained": origin,
-        "device": f"{device} ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads)",
-        "torch": torch.__version__,
-        "batches": batches,
-        "memory_format": lat.memory_format,
-        "accuracy": {
-            "dense": dense_acc,
-            "masked_before_finetune": oneshot_acc,
-            "masked_after_finetune": masked_acc,
-            "final": final_acc,
-        },
-        "dense": profile["dense"],
-        "final": profile["final"],
-        "mac_reduction": profile["dense"]["macs"] / max(1, profile["final"]["macs"]),
-        "speedup": {
-            f"batch_{b}": profile["dense"]["latency_ms"][f"batch_{b}"]
-            / profile["final"]["latency_ms"][f"batch_{b}"]
-            for b in batches
-        },
-        "layers": layers,
-        "finetune_steps": int(task.prune_step),
-        "wall_time_s": time.perf_counter() - started,
+    accuracy = {
+        "dense": dense_acc,
+        "masked_before_finetune": oneshot_acc,
+        "masked_after_finetune": masked_acc,
+        "final": final_acc,
     }
-    export_pruned(
-        final,
-        output_dir / "export",
-        builder=OmegaConf.to_container(cfg.net, resolve=True),
-        extra={"accuracy": final_acc, "method": p.method, "granularity": str(pruner.granularity)},
+    report = pruning_report(
+        cfg,
+        pruner,
+        finalize=finalize,
+        origin=origin,
+        profile=profile,
+        scores={"accuracy": accuracy},
+        steps=int(task.prune_step),
+        started=started,
     )
-    write_json(output_dir / "prune_report.json", report)
-    write_atomic(output_dir / "prune_report.md", _markdown(report))
-    metrics = {
-        "dense/acc": dense_acc,
-        "masked/acc": oneshot_acc,
-        "final/acc": final_acc,
-        "final/sparsity": achieved,
-        "final/params": float(profile["final"]["params"]),
-        "final/nonzero_params": float(profile["final"]["nonzero_params"]),
-        "final/macs": float(profile["final"]["macs"]),
-        "final/mac_reduction": report["mac_reduction"],
-        **{f"final/latency_{k}_ms": v for k, v in profile["final"]["latency_ms"].items()},
-        **{f"final/speedup_{k}": v for k, v in report["speedup"].items()},
-    }
-    write_json(output_dir / "metrics.json", metrics)
-    log.info("\n%s", _markdown(report))
-    return metrics
+    return write_pruning_outputs(
+        output_dir,
+        final,
+        OmegaConf.to_container(cfg.net, resolve=True),
+        report,
+        {"dense/acc": dense_acc, "masked/acc": oneshot_acc, "final/acc": final_acc},
+        {"accuracy": final_acc, "method": p.method, "granularity": str(pruner.granularity)},
+    )
