@@ -145,6 +145,13 @@ class InpaintingDataModule(LightningDataModule):
         strict: fail on an unreadable file instead of skipping it with a warning.
         cache: keep decoded images in memory (default: only for the bundled photos).
 
+    Images are read as RGB floats in [0, 1] whatever their mode (grey, palette, RGBA with the alpha
+    dropped, 16-bit), with their EXIF orientation applied. Files without an image suffix are
+    ignored; files that do not decode (corrupt, truncated, not images) are skipped with one warning
+    that counts them, or raise ``ImageReadError`` naming the file when ``strict``. An image whose
+    shorter side is below the crop (``crop_size`` + 1/8 for training) is upscaled (bilinear) until
+    it fits, so a folder of small images still trains; it is never rejected.
+
     Training batches get a random ``crop_size`` crop and a horizontal flip on the batch's device
     (kornia), from crops 1/8 larger made on the CPU; all of it decided per sample key by a seeded
     generator, so a resumed or re-run training sees the same images.
@@ -174,10 +181,23 @@ class InpaintingDataModule(LightningDataModule):
             ("num_workers", num_workers, 0),
         ):
             check_int(name, value, minimum)
-        if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+        if max_val_crops is not None:
+            check_int("max_val_crops", max_val_crops, 1)
+        if batch_size > samples_per_epoch:
+            # with drop_last the epoch would hold no batch at all, and training would do nothing
+            raise ValueError(
+                f"batch_size must be <= samples_per_epoch ({samples_per_epoch}), got {batch_size}"
+            )
+        if (
+            isinstance(val_fraction, bool)
+            or not isinstance(val_fraction, int | float)
+            or not 0 < val_fraction < 1
+        ):
+            raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
         if val_crops not in ("tiled", "center"):
             raise ValueError(f"val_crops must be 'tiled' or 'center', got {val_crops!r}")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be a bool, got {strict!r}")
         self.root = None if root is None else Path(root)
         self.crop_size, self.batch_size = crop_size, batch_size
         self.samples_per_epoch, self.val_fraction = samples_per_epoch, val_fraction

@@ -39,35 +39,51 @@ def read_inpainting_checkpoint(
             f"{argument} {str(path)!r} is not an inpainting checkpoint of this project (no net_spec); "
             "use a checkpoint written by task=inpaint"
         )
-    state = {
-        k.removeprefix("net."): v
-        for k, v in checkpoint["state_dict"].items()
-        if k.startswith("net.")
-    }
+    weights = checkpoint.get("state_dict")
+    if not isinstance(spec, dict) or "_target_" not in spec or not isinstance(weights, dict):
+        raise ValueError(
+            f"{argument} {str(path)!r} is a damaged inpainting checkpoint (it needs a net_spec "
+            "dict with a _target_ and a state_dict); use a checkpoint written by task=inpaint"
+        )
+    state = {k.removeprefix("net."): v for k, v in weights.items() if k.startswith("net.")}
     return spec, state
 
 
-def build_network(spec: dict, state: dict[str, torch.Tensor]) -> nn.Module:
-    """``spec``'s network with ``state`` loaded (every key must fit)."""
+def build_network(
+    spec: dict, state: dict[str, torch.Tensor], *, origin: str = "checkpoint"
+) -> nn.Module:
+    """``spec``'s network with ``state`` loaded (every key must fit); errors name ``origin``."""
     from hydra.utils import instantiate
 
-    net = instantiate(spec)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    from .train_prune import load_state_dict_checked
+
+    target = spec.get("_target_")
+    try:
+        net = instantiate(spec)
+    except Exception as err:
+        # Hydra's messages run over several lines; the first says what failed
+        reason = (str(err).strip().splitlines() or [""])[0]
         raise ValueError(
-            f"checkpoint weights do not fit {spec.get('_target_')}: {len(missing)} missing and "
-            f"{len(unexpected)} unexpected keys (first: {(missing or unexpected)[0]})"
+            f"{origin}: its net_spec ({target}) cannot be built ({type(err).__name__}: {reason})"
+        ) from None
+    problems = load_state_dict_checked(net, state)
+    if problems:
+        raise ValueError(
+            f"{origin}: weights do not fit {target} ({len(problems)} key problems, e.g. "
+            f"{problems[0]})"
         )
     return net
 
 
 def load_network(ckpt_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The network of an inpainting checkpoint, rebuilt from its saved spec, in eval mode."""
-    return build_network(*read_inpainting_checkpoint(ckpt_path)).to(device).eval()
+    spec, state = read_inpainting_checkpoint(ckpt_path)
+    net = build_network(spec, state, origin=f"ckpt_path {str(ckpt_path)!r}")
+    return net.to(device).eval()
 
 
 def _pairs(input_path: Path, masks_path: Path) -> list[tuple[Path, Path]]:
-    images = [input_path] if input_path.is_file() else list_images(input_path)
+    images = [input_path] if input_path.is_file() else list_images(input_path, argument="input")
     if masks_path.is_file():
         return [(image, masks_path) for image in images]
     if not masks_path.is_dir():
@@ -115,7 +131,14 @@ def run_predict(
     input_path, masks_path, output_dir = Path(input_path), Path(masks_path), Path(output_dir)
     if not input_path.exists():
         raise ValueError(f"input {str(input_path)!r} does not exist")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"output {str(output_dir)!r} is a file, expected a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise type(err)(
+            f"output folder {str(output_dir)!r} cannot be created ({err.strerror or err})"
+        ) from None
     if not os.access(output_dir, os.W_OK):
         raise PermissionError(f"output folder {str(output_dir)!r} is not writable")
     pairs = _pairs(input_path, masks_path)

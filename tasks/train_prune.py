@@ -39,8 +39,10 @@ def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
+        # torch's message runs over many lines of weights_only advice: the type says enough
         raise ValueError(
-            f"task.pretrained: {path} is not a readable torch file ({error})"
+            f"task.pretrained: {path} is not a readable torch file of tensors "
+            f"({type(error).__name__}); save net.state_dict(), not the module"
         ) from None
     if isinstance(state, dict) and "net_spec" in state:
         raise ValueError(
@@ -49,18 +51,44 @@ def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
         )
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"task.pretrained: {path} holds no state_dict")
+    if not isinstance(state, dict) or not any(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(
+            f"task.pretrained: {path} holds no state_dict (a dict of parameter name to tensor)"
+        )
     if state and all(k.startswith("net.") for k in state):
         state = {k.removeprefix("net."): v for k, v in state.items()}
     return state
 
 
-def load_weights(net: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
-    """``load_state_dict`` with a one-line error naming the first missing/unexpected key."""
+def load_state_dict_checked(net: nn.Module, state: dict[str, Tensor]) -> list[str]:
+    """Load ``state`` into ``net`` and return what kept it from fitting exactly, one short phrase
+    each (empty when it fits): values that are not tensors or whose shape differs (checked first,
+    nothing is loaded then: ``load_state_dict`` would raise a many-line error), else the missing
+    and unexpected keys that ``load_state_dict(strict=False)`` reports."""
+    expected = net.state_dict()
+    problems = []
+    for key, value in state.items():
+        if key not in expected or key.endswith("_extra_state"):
+            continue
+        if not isinstance(value, Tensor):
+            problems.append(f"{key} holds {type(value).__name__}, not a tensor")
+        elif value.shape != expected[key].shape:
+            problems.append(
+                f"{key} is {tuple(value.shape)} in the file but {tuple(expected[key].shape)} in "
+                "the net"
+            )
+    if problems:
+        return problems
     result = net.load_state_dict(state, strict=False)
-    problems = [f"missing {k}" for k in result.missing_keys]
-    problems += [f"unexpected {k}" for k in result.unexpected_keys]
+    return [f"missing {k}" for k in result.missing_keys] + [
+        f"unexpected {k}" for k in result.unexpected_keys
+    ]
+
+
+def load_weights(net: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """``load_state_dict`` with a one-line error naming the first missing or unexpected key or
+    the first value of the wrong shape."""
+    problems = load_state_dict_checked(net, state)
     if problems:
         raise ValueError(
             f"task.pretrained: {origin} does not fit net {type(net).__name__} "

@@ -91,7 +91,7 @@ def pretrained_inpainting_network(
         path = path if path.is_absolute() else _original_cwd() / path
         spec, state = read_inpainting_checkpoint(path, "task.pretrained")
         log.info("Pruning %s from %s (the net config is not used)", spec.get("_target_"), path)
-        return build_network(spec, state), spec, str(path)
+        return build_network(spec, state, origin=f"task.pretrained {str(path)!r}"), spec, str(path)
     task_cfg = cfg.task
     cache = dense_cache_path(
         cfg,
@@ -108,7 +108,8 @@ def pretrained_inpainting_network(
     if cache.is_file():
         log.info("Using the cached dense model %s (delete it to retrain)", cache)
         spec, state = read_inpainting_checkpoint(cache, "the cached dense model")
-        return build_network(spec, state), spec, str(cache)
+        net = build_network(spec, state, origin=f"the cached dense model {str(cache)!r}")
+        return net, spec, str(cache)
     spec = OmegaConf.to_container(cfg.net, resolve=True)
     net = instantiate(cfg.net)
     log.warning(

@@ -39,18 +39,27 @@ def check_int_range(name: str, value, *, low: int) -> tuple[int, int]:
 
 
 def check_positive_range(name: str, value) -> tuple[float, float]:
+    """A finite ``(min, max)`` pair with ``0 < min <= max``."""
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a pair (min, max), got {value!r}") from None
-    if not 0 < lo <= hi:
-        raise ValueError(f"{name} must satisfy 0 < min <= max, got {value!r}")
+    if not 0 < lo <= hi < math.inf:
+        raise ValueError(f"{name} must satisfy 0 < min <= max < inf, got {value!r}")
     return lo, hi
 
 
 def check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    """A finite number > 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    return float(value)
+
+
+def check_finite(name: str, value) -> float:
+    """A finite number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -82,7 +91,9 @@ class MaskGenerator:
         if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
             raise ValueError(f"max_tries must be a positive int, got {max_tries!r}")
         self.max_tries = max_tries
-        if not (isinstance(ramp_start, int | float) and 0 < ramp_start <= 1):
+        if isinstance(ramp_start, bool) or not (
+            isinstance(ramp_start, int | float) and 0 < ramp_start <= 1
+        ):
             raise ValueError(f"ramp_start must be in (0, 1], got {ramp_start!r}")
         self.ramp_start = float(ramp_start)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -34,6 +35,10 @@ class MixedMasks(MaskGenerator):
         ramp_start: float = 1.0,
     ) -> None:
         super().__init__(hole_ratio=hole_ratio, max_tries=max_tries, ramp_start=ramp_start)
+        if not isinstance(generators, Mapping):
+            raise TypeError(
+                f"generators must be a mapping {{name: MaskGenerator}}, got {type(generators).__name__}"
+            )
         if not generators:
             raise ValueError("generators must name at least one mask generator")
         for name, gen in generators.items():
@@ -44,12 +49,25 @@ class MixedMasks(MaskGenerator):
         self.names = list(generators)
         self.generators = dict(generators)
         probabilities = probabilities or dict.fromkeys(self.names, 1.0)
+        if not isinstance(probabilities, Mapping):
+            raise TypeError(
+                f"probabilities must be a mapping {{name: weight}}, got {type(probabilities).__name__}"
+            )
         unknown = set(probabilities) - set(self.names)
         if unknown:
             raise ValueError(f"probabilities name unknown generators {sorted(unknown)}")
+        for name, weight in probabilities.items():
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, int | float)
+                or not 0 <= weight < math.inf
+            ):
+                raise ValueError(
+                    f"probabilities[{name!r}] must be a finite number >= 0, got {weight!r}"
+                )
         weights = [float(probabilities.get(name, 0.0)) for name in self.names]
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ValueError(f"probabilities must be >= 0 with a positive sum, got {probabilities}")
+        if sum(weights) <= 0:
+            raise ValueError(f"probabilities must have a positive sum, got {dict(probabilities)}")
         self.weights = torch.tensor(weights) / sum(weights)
 
     def holes(self, height, width, scale, generator, device) -> Tensor:

@@ -10,6 +10,7 @@ from torch import Tensor
 from ._draw import draw_strokes
 from .base import (
     MaskGenerator,
+    check_finite,
     check_int_range,
     check_positive,
     check_positive_range,
@@ -52,8 +53,8 @@ class FreeFormStrokes(MaskGenerator):
         self.strokes = check_int_range("strokes", strokes, low=0)
         self.vertices = check_int_range("vertices", vertices, low=1)
         self.width = check_positive_range("width", width)
-        self.mean_angle = float(mean_angle)
-        self.angle_range = float(angle_range)
+        self.mean_angle = check_finite("mean_angle", mean_angle)
+        self.angle_range = check_finite("angle_range", angle_range)
         self.flip = bool(flip)
 
     def holes(self, height, width, scale, generator, device) -> Tensor:
