@@ -11,7 +11,7 @@ from torch import Tensor
 
 from masking.io import write_atomic
 
-__all__ = ["save_image", "write_atomic", "write_json"]
+__all__ = ["AtomicCheckpointIO", "save_image", "write_atomic", "write_json"]
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
@@ -26,3 +26,28 @@ def save_image(path: str | Path, image: Tensor) -> Path:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return write_atomic(path, buffer.getvalue())
+
+
+def _checkpoint_io_base() -> type:
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    return TorchCheckpointIO
+
+
+class AtomicCheckpointIO(_checkpoint_io_base()):
+    """Lightning checkpoints written like every other file of a run: serialized in memory, then a
+    same-folder temporary file, fsync and rename. Lightning's own save goes through an fsspec
+    transaction whose temporary file lives in the system temp folder, so committing it to another
+    file system is a copy that a kill can cut short under the final name."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(
+                "AtomicCheckpointIO: storage_options are not supported, got "
+                f"{sorted(storage_options)}"
+            )
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_atomic(path, buffer.getvalue())

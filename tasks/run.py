@@ -25,6 +25,28 @@ def run(cfg: DictConfig) -> float:
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     log.info("task %s, output in %s\n%s", name, output_dir, OmegaConf.to_yaml(cfg.task))
+    try:
+        metrics = _run_task(cfg, name, output_dir)
+    except SystemExit as stop:
+        # Lightning turns SIGTERM into SystemExit(None), exit status 0, and Ctrl-C into
+        # SystemExit(1): a stopped run must not look finished, and it should say how to go on
+        raise SystemExit(_stopped(name, output_dir, stop)) from None
+    if cfg.optimized_metric not in metrics:
+        raise ValueError(
+            f"optimized_metric must be one of {sorted(metrics)}, got {cfg.optimized_metric!r}"
+        )
+    return metrics[cfg.optimized_metric]
+
+
+def _stopped(name: str, output_dir: Path, stop: SystemExit) -> str:
+    how = "by SIGTERM" if stop.code in (None, 0) else f"(exit status {stop.code})"
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return f"task {name} was stopped {how}; resume it with ckpt_path={last}"
+    return f"task {name} was stopped {how} before its first checkpoint; run it again"
+
+
+def _run_task(cfg: DictConfig, name: str, output_dir: Path) -> dict[str, float]:
     if name == "inpaint":
         from .train_inpaint import run_inpaint
 
@@ -61,8 +83,4 @@ def run(cfg: DictConfig) -> float:
             seed=cfg.seed,
             output_dir=output_dir,
         )
-    if cfg.optimized_metric not in metrics:
-        raise ValueError(
-            f"optimized_metric must be one of {sorted(metrics)}, got {cfg.optimized_metric!r}"
-        )
-    return metrics[cfg.optimized_metric]
+    return metrics
