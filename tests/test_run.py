@@ -74,3 +74,19 @@ def test_cli_runs_a_short_default_job(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["train/steps"] == 2 and "val/hole_l1" in metrics
+
+
+def test_cli_reports_bad_values_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "run.py", "task=demo", "task.kernel_size=4", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "task.kernel_size must be odd, got 4" in line
+    # the run's log keeps it too
+    assert "task.kernel_size must be odd" in (tmp_path / "run.log").read_text()
