@@ -74,10 +74,15 @@ def load_vgg16_features(
 
 
 def gram(features: Tensor) -> Tensor:
-    """Gram matrix normalised by C·H·W: ``(B, C, C)``."""
+    """Gram matrix normalised by C·H·W: ``(B, C, C)``, in fp32 (fp64 for fp64 features).
+
+    The sum over H·W positions comes before the normalisation, so under fp16 autocast it overflows
+    (past 65504) for VGG-sized features: autocast is turned off for it.
+    """
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
+    flat = features.reshape(b, c, h * w).to(torch.promote_types(features.dtype, torch.float32))
+    with torch.autocast(features.device.type, enabled=False):
+        return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
 def total_variation(composite: Tensor, holes: Tensor) -> Tensor:

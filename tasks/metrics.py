@@ -24,13 +24,21 @@ def hole_l1(output: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 
 def per_image_scores(composite: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """``(B, 3)``: hole-L1, PSNR (dB) and SSIM of each composite against its target, images in [0, 1]."""
+    """``(B, 3)``: hole-L1, PSNR (dB) and SSIM of each composite against its target, images in [0, 1].
+
+    SSIM is computed in fp32 with autocast off: validation runs under a mixed-precision trainer's
+    autocast, whose half-precision convolutions put SSIM's variances (E[x²] − E[x]²) out by more
+    than themselves, giving SSIMs outside [-1, 1] for smooth images.
+    """
     composite = composite.float().clamp(0, 1)
     target = target.float()
     psnr = peak_signal_noise_ratio(
         composite, target, data_range=1.0, reduction="none", dim=(1, 2, 3)
     )
-    ssim = structural_similarity_index_measure(composite, target, data_range=1.0, reduction="none")
+    with torch.autocast(composite.device.type, enabled=False):
+        ssim = structural_similarity_index_measure(
+            composite, target, data_range=1.0, reduction="none"
+        )
     return torch.stack([hole_l1(composite, target, mask.float()), psnr, ssim], 1)
 
 
