@@ -260,6 +260,20 @@ def profile_pair(
     return out
 
 
+def profile_configured(cfg: DictConfig, dense: nn.Module, final: nn.Module, make_input) -> dict:
+    """:func:`profile_pair` with ``cfg.task.latency``'s batches, repeats and memory format."""
+    lat = cfg.task.latency
+    return profile_pair(
+        dense,
+        final,
+        make_input,
+        batches=list(lat.batches),
+        repeats=lat.repeats,
+        warmup=lat.warmup,
+        memory_format=lat.memory_format,
+    )
+
+
 SCORES = {  # report key -> (column label, format)
     "accuracy": ("accuracy (%)", "{:.2f}"),
     "psnr": ("PSNR (dB)", "{:.2f}"),
@@ -516,16 +530,7 @@ def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     final_acc = evaluate(final, val_loader)
     log.info("final (%s) accuracy %.2f %% (masked: %.2f %%)", finalize, final_acc, masked_acc)
 
-    lat = task_cfg.latency
-    profile = profile_pair(
-        dense,
-        final,
-        lambda b: datamodule.example_input(b),
-        batches=list(lat.batches),
-        repeats=lat.repeats,
-        warmup=lat.warmup,
-        memory_format=lat.memory_format,
-    )
+    profile = profile_configured(cfg, dense, final, datamodule.example_input)
     accuracy = {
         "dense": dense_acc,
         "masked_before_finetune": oneshot_acc,

@@ -163,7 +163,7 @@ def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     from .train_prune import (
         build_schedule,
         finalize_pruned,
-        profile_pair,
+        profile_configured,
         pruning_options,
         pruning_report,
         write_pruning_outputs,
@@ -242,16 +242,11 @@ def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     )
     save_image(output_dir / "compare.png", _comparison_grid(val_images, val_masks, dense, final))
 
-    lat = task_cfg.latency
-    profile = profile_pair(
-        dense,
-        final,
-        lambda b: (val_images[torch.arange(b) % len(val_images)], val_masks[torch.arange(b) % 8]),
-        batches=list(lat.batches),
-        repeats=lat.repeats,
-        warmup=lat.warmup,
-        memory_format=lat.memory_format,
-    )
+    def make_input(batch: int) -> tuple[Tensor, Tensor]:
+        index = torch.arange(batch) % len(val_images)
+        return val_images[index], val_masks[index]
+
+    profile = profile_configured(cfg, dense, final, make_input)
     stages = list(scores)
     report = pruning_report(
         cfg,
