@@ -41,7 +41,7 @@ from hydra.utils import instantiate
 
 from tasks import run
 from tasks.prune import ClassificationTask, evaluate
-from tasks.train_prune import _trainer, pretrained_network, profile_pair
+from tasks.train_prune import job_trainer, pretrained_network, profile_pair
 from tests.hydra_config import compose_config
 
 OURS = {
@@ -54,7 +54,7 @@ def finetune(cfg, net: nn.Module, datamodule, root: Path) -> None:
     task = ClassificationTask(
         net, optimizer=instantiate(cfg.task.optimizer), lr_schedule=cfg.task.lr_schedule
     )
-    trainer = _trainer(cfg, root, epochs=cfg.task.finetune_epochs, logger=False, callbacks=[])
+    trainer = job_trainer(cfg, root, max_epochs=cfg.task.finetune_epochs, check_val_every_n_epoch=1)
     trainer.fit(task, datamodule=datamodule)
 
 

@@ -36,8 +36,7 @@ from masking.pruning import Pruner
 
 def make_step(net: nn.Module, x, y, pruner: Pruner | None = None, mask_lr: float = 1e-2):
     mask_params = pruner.mask_parameters() if pruner else []
-    ids = {id(p) for p in mask_params}
-    weights = [p for p in net.parameters() if id(p) not in ids]
+    weights = pruner.weight_parameters() if pruner else list(net.parameters())
     opt = torch.optim.SGD(weights, lr=1e-3, momentum=0.9, weight_decay=5e-4)
     mask_opt = torch.optim.Adam(mask_params, lr=mask_lr) if mask_params else None
     counter = [0]

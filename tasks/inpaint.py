@@ -236,9 +236,7 @@ class InpaintingTask(pl.LightningModule):
     def configure_optimizers(self):
         if self.pruner is not None:
             masks = self.pruner.mask_parameters()
-            ids = {id(p) for p in masks}
-            weights = [p for p in self.net.parameters() if p.requires_grad and id(p) not in ids]
-            groups = [{"params": weights}]
+            groups = [{"params": self.pruner.weight_parameters()}]
             if masks:
                 groups.append({"params": masks, "lr": self.mask_lr})
             optimizer = self.optimizer_factory(groups)

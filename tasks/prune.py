@@ -68,13 +68,11 @@ class ClassificationTask(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def _mask_parameters(self) -> list[nn.Parameter]:
-        return self.pruner.mask_parameters() if self.pruner is not None else []
-
     def configure_optimizers(self):
-        masks = self._mask_parameters()
-        mask_ids = {id(p) for p in masks}
-        weights = [p for p in self.net.parameters() if p.requires_grad and id(p) not in mask_ids]
+        if self.pruner is None:
+            masks, weights = [], [p for p in self.net.parameters() if p.requires_grad]
+        else:
+            masks, weights = self.pruner.mask_parameters(), self.pruner.weight_parameters()
         optimizers = [self.optimizer_factory(weights)]
         if masks:
             optimizers.append(self.mask_optimizer_factory(masks))

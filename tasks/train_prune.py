@@ -32,6 +32,13 @@ def _original_cwd() -> Path:
         return Path.cwd()
 
 
+def launch_path(value: Any) -> Path:
+    """A path from the config: ``~`` expanded, relative ones taken from the launch folder (Hydra
+    changes into the run folder)."""
+    path = Path(str(value)).expanduser()
+    return path if path.is_absolute() else _original_cwd() / path
+
+
 def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
     """A plain state_dict, or a Lightning checkpoint's (with its ``net.`` prefix removed)."""
     if not path.is_file():
@@ -127,23 +134,38 @@ def dense_cache_path(cfg: DictConfig, recipe: dict[str, Any]) -> Path:
     }
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     arch = str(recipe["net"].get("_target_", "net")).rsplit(".", 1)[-1]
-    root = Path(cfg.task.cache_dir).expanduser()
-    root = root if root.is_absolute() else _original_cwd() / root
-    return root / f"dense-{arch}-{digest}.pt"
+    return launch_path(cfg.task.cache_dir) / f"dense-{arch}-{digest}.pt"
 
 
-def _trainer(cfg: DictConfig, root: Path, *, epochs: int, logger: Any, callbacks: list) -> Any:
+def job_trainer(
+    cfg: DictConfig, root: Path, *, logger: Any = False, callbacks=(), **limits: Any
+) -> Any:
+    """``cfg.trainer`` writing under ``root``, checkpointing only with callbacks; ``limits``
+    override trainer arguments (``max_epochs``, ``max_steps``, validation settings)."""
     from hydra.utils import instantiate
 
     return instantiate(
         cfg.trainer,
-        max_epochs=epochs,
-        check_val_every_n_epoch=1,
-        callbacks=callbacks,
+        **limits,
+        callbacks=list(callbacks),
         logger=logger,
         default_root_dir=str(root),
         enable_checkpointing=bool(callbacks),
     )
+
+
+def settle_masks(pruner: Any, sparsity: float, loader: Any, batches: int, forward=None) -> None:
+    """After fine-tuning: the masks at the target ``sparsity``, and for sampled masks BatchNorm
+    statistics re-estimated with the deterministic ones (``forward`` as in
+    :func:`~tasks.prune.recalibrate_batchnorm`)."""
+    from .prune import recalibrate_batchnorm
+
+    if pruner.current != sparsity:
+        log.warning("fine-tuning ended before the schedule reached %s: setting it now", sparsity)
+        pruner.set_sparsity(sparsity)
+    if any(source.stochastic for source in pruner.sources):
+        used = recalibrate_batchnorm(pruner.model, loader, batches, forward=forward)
+        log.info("BatchNorm statistics re-estimated on %d batches with deterministic gates", used)
 
 
 def pretrained_network(cfg: DictConfig, datamodule: Any) -> tuple[nn.Module, str]:
@@ -169,8 +191,7 @@ def pretrained_network(cfg: DictConfig, datamodule: Any) -> tuple[nn.Module, str
         load_weights(net, _state_dict_from_file(path), str(path))
         return net, str(path)
     if source is not None:
-        path = Path(str(source)).expanduser()
-        path = path if path.is_absolute() else _original_cwd() / path
+        path = launch_path(source)
         load_weights(net, _state_dict_from_file(path), str(path))
         return net, str(path)
     cache = dense_cache_path(
@@ -197,12 +218,11 @@ def pretrained_network(cfg: DictConfig, datamodule: Any) -> tuple[nn.Module, str
         optimizer=instantiate(cfg.task.dense_optimizer),
         lr_schedule=cfg.task.dense_lr_schedule,
     )
-    trainer = _trainer(
+    trainer = job_trainer(
         cfg,
         Path(cfg.output_dir) / "dense",
-        epochs=cfg.task.dense_epochs,
-        logger=False,
-        callbacks=[],
+        max_epochs=cfg.task.dense_epochs,
+        check_val_every_n_epoch=1,
     )
     trainer.fit(task, datamodule=datamodule)
     buffer = io.BytesIO()
@@ -477,7 +497,7 @@ def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 
     from masking.pruning import Pruner
 
-    from .prune import ClassificationTask, evaluate, recalibrate_batchnorm
+    from .prune import ClassificationTask, evaluate
 
     started = time.perf_counter()
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -512,18 +532,18 @@ def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     )
     checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True)
     logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else False
-    trainer = _trainer(
-        cfg, output_dir, epochs=task_cfg.finetune_epochs, logger=logger, callbacks=[checkpoints]
+    trainer = job_trainer(
+        cfg,
+        output_dir,
+        logger=logger,
+        callbacks=[checkpoints],
+        max_epochs=task_cfg.finetune_epochs,
+        check_val_every_n_epoch=1,
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    if pruner.current != p.sparsity:
-        log.warning("fine-tuning ended before the schedule reached %s: setting it now", p.sparsity)
-        pruner.set_sparsity(p.sparsity)
-    if any(source.stochastic for source in pruner.sources):  # statistics for the fixed masks
-        used = recalibrate_batchnorm(
-            net, datamodule.train_dataloader(), task_cfg.bn_recalibration_batches
-        )
-        log.info("BatchNorm statistics re-estimated on %d batches with deterministic gates", used)
+    settle_masks(
+        pruner, p.sparsity, datamodule.train_dataloader(), task_cfg.bn_recalibration_batches
+    )
     masked_acc = evaluate(net, val_loader)
 
     final, finalize = finalize_pruned(pruner, p, next(iter(val_loader))[0][:8])

@@ -19,21 +19,10 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 
-def _trainer(cfg: DictConfig, root: Path, *, steps: int, logger: Any = False, callbacks=()) -> Any:
-    """``cfg.trainer`` for ``steps`` optimizer steps (no validation: quality is measured apart)."""
-    from hydra.utils import instantiate
-
-    return instantiate(
-        cfg.trainer,
-        max_steps=steps,
-        max_epochs=-1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=list(callbacks),
-        logger=logger,
-        enable_checkpointing=bool(callbacks),
-        default_root_dir=str(root),
-    )
+def _step_limits(steps: int) -> dict[str, Any]:
+    """Trainer arguments for ``steps`` optimizer steps without validation (quality is measured
+    apart, by :func:`quality`)."""
+    return {"max_steps": steps, "max_epochs": -1, "limit_val_batches": 0, "num_sanity_val_steps": 0}
 
 
 def check_channel_pruning(spec: dict, granularity: str) -> None:
@@ -83,12 +72,11 @@ def pretrained_inpainting_network(
 
     from .predict import build_network, read_inpainting_checkpoint
     from .train_inpaint import build_inpainting_task
-    from .train_prune import _original_cwd, dense_cache_path
+    from .train_prune import dense_cache_path, job_trainer, launch_path
 
     source = cfg.task.pretrained
     if source is not None:
-        path = Path(str(source)).expanduser()
-        path = path if path.is_absolute() else _original_cwd() / path
+        path = launch_path(source)
         spec, state = read_inpainting_checkpoint(path, "task.pretrained")
         log.info("Pruning %s from %s (the net config is not used)", spec.get("_target_"), path)
         return build_network(spec, state, origin=f"task.pretrained {str(path)!r}"), spec, str(path)
@@ -121,17 +109,14 @@ def pretrained_inpainting_network(
     )
     task = build_inpainting_task(cfg, net, output_dir / "dense")
     task.sample_dir = None
-    _trainer(cfg, output_dir / "dense", steps=task_cfg.dense_steps).fit(task, datamodule=datamodule)
+    trainer = job_trainer(cfg, output_dir / "dense", **_step_limits(task_cfg.dense_steps))
+    trainer.fit(task, datamodule=datamodule)
     buffer = io.BytesIO()
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
     torch.save({"state_dict": state, "net_spec": spec}, buffer)
     cache.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(cache, buffer.getvalue())
     return net, spec, f"trained here ({task_cfg.dense_steps} steps), cached at {cache}"
-
-
-def _with_masks(task: Any, images: Tensor) -> tuple[Tensor, Tensor]:
-    return images, task.training_masks(images)
 
 
 def _comparison_grid(images: Tensor, masks: Tensor, dense: nn.Module, final: nn.Module) -> Tensor:
@@ -158,14 +143,15 @@ def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     from masking.pruning import Pruner
 
     from .io import save_image
-    from .prune import recalibrate_batchnorm
     from .train_inpaint import build_inpainting_task
     from .train_prune import (
         build_schedule,
         finalize_pruned,
+        job_trainer,
         profile_configured,
         pruning_options,
         pruning_report,
+        settle_masks,
         write_pruning_outputs,
     )
 
@@ -216,18 +202,22 @@ def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 
     checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True)
     logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else False
-    trainer = _trainer(cfg, output_dir, steps=steps, logger=logger, callbacks=[checkpoints])
+    trainer = job_trainer(
+        cfg, output_dir, logger=logger, callbacks=[checkpoints], **_step_limits(steps)
+    )
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    if pruner.current != p.sparsity:
-        log.warning("fine-tuning ended before the schedule reached %s: setting it now", p.sparsity)
-        pruner.set_sparsity(p.sparsity)
-    if any(source.stochastic for source in pruner.sources):  # statistics for the fixed masks
-        recalibrate_batchnorm(
-            net,
-            datamodule.train_dataloader(),
-            task_cfg.bn_recalibration_batches,
-            forward=lambda model, batch: model(*_with_masks(task, datamodule.augment(batch))),
-        )
+
+    def forward(model: nn.Module, batch: Any) -> Tensor:  # a training batch with its masks
+        images = datamodule.augment(batch)
+        return model(images, task.training_masks(images))
+
+    settle_masks(
+        pruner,
+        p.sparsity,
+        datamodule.train_dataloader(),
+        task_cfg.bn_recalibration_batches,
+        forward=forward,
+    )
     scores["masked_after_finetune"] = quality(cfg, task, datamodule, output_dir)
 
     final, finalize = finalize_pruned(pruner, p, example)

@@ -326,6 +326,12 @@ class Pruner:
         optimizer or parameter group."""
         return [p for source in self.sources for p in source.parameters()]
 
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """The model's trainable parameters other than :meth:`mask_parameters`: what the task's
+        optimizer trains."""
+        masks = {id(p) for p in self.mask_parameters()}
+        return [p for p in self.model.parameters() if p.requires_grad and id(p) not in masks]
+
     def step(self, step: int) -> float:
         """Update the masks for optimizer step ``step``; returns the scheduled sparsity."""
         target = self.schedule(step)
