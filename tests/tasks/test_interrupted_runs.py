@@ -16,7 +16,9 @@ from PIL import Image
 
 from tests.hydra_config import REPO
 
-EPOCHS = 6
+# enough epochs that a run is still training well after its first checkpoint (an epoch of this
+# tiny net takes about 50 ms on a fast machine)
+EPOCHS = 40
 
 
 def command(run_dir: Path, *extra: str) -> list[str]:
@@ -76,7 +78,7 @@ def kill_after_first_checkpoint(run_dir: Path, signum: int) -> str:
             assert process.poll() is None, "the run ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.05)
-        time.sleep(0.5)  # into the next epoch: steps that the resumed run must redo
+        time.sleep(0.2)  # into the next epoch: steps that the resumed run must redo
         assert process.poll() is None, "the run finished before it could be killed"
         process.send_signal(signum)
         code = process.wait(timeout=120)
