@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from masking._checks import check_int
+
+from ._sharding import ShardedSampler, ShardSampler, process_shard
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +67,28 @@ def stratified_split(labels: Tensor, val_fraction: float, seed: int) -> tuple[Te
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
-class EpochShuffleSampler(Sampler[int]):
+class EpochShuffleSampler(ShardedSampler):
     """A fresh seeded permutation of ``size`` items per pass, yielded as keys
     ``epoch · size + index``, so the dataset can tell the epoch from the key.
 
-    Each ``iter()`` starts the next epoch; the order depends only on ``(seed, epoch)``.
+    Each ``iter()`` starts the next epoch; the order depends only on ``(seed, epoch)``. In a
+    distributed run each process yields its share of the permutation.
     """
 
-    def __init__(self, size: int, seed: int, start_epoch: int = 0) -> None:
+    def __init__(
+        self, size: int, seed: int, start_epoch: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
+        super().__init__(rank, world_size)
         self.size, self.seed, self.epoch = size, seed, start_epoch
 
     def __iter__(self) -> Iterator[int]:
         order = torch.randperm(self.size, generator=_generator(self.seed, _ORDER, self.epoch))
         keys = (order + self.epoch * self.size).tolist()
         self.epoch += 1
-        return iter(keys)
+        return iter(self.shard(keys))
 
     def __len__(self) -> int:
-        return self.size
+        return self.shard_length(self.size)
 
 
 class DigitImages(Dataset):
@@ -243,7 +249,15 @@ class DigitsDataModule(LightningDataModule):
         """Shuffled, augmented training batches; each pass over the loader is the next epoch."""
         train, _ = self._require_setup()
         start = self._sampler.epoch if self._sampler is not None else self._start_epoch
-        self._sampler = EpochShuffleSampler(len(train), self.seed, start_epoch=start)
+        rank, world = process_shard(self)
+        if len(train) // world < self.batch_size:
+            raise ValueError(
+                f"batch_size must be <= the {len(train) // world} training images of each of "
+                f"{world} processes, got {self.batch_size}"
+            )
+        self._sampler = EpochShuffleSampler(
+            len(train), self.seed, start_epoch=start, rank=rank, world_size=world
+        )
         return DataLoader(
             train,
             batch_size=self.batch_size,
@@ -255,11 +269,14 @@ class DigitsDataModule(LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order, without augmentation."""
+        """Validation batches in a fixed order, without augmentation (in a distributed run, process
+        ``r`` of ``W`` takes images ``r, r + W, ...``)."""
         _, val = self._require_setup()
+        rank, world = process_shard(self)
         return DataLoader(
             val,
             batch_size=self.batch_size,
+            sampler=ShardSampler(len(val), rank, world),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
         )

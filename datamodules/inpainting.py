@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from masking._checks import check_int
 
+from ._sharding import ShardedSampler, ShardSampler, process_shard
 from .images import list_images, read_image, readable_images
 from .photos import BUNDLED_PHOTOS, load_bundled_photo
 
@@ -60,8 +61,9 @@ class RandomCrops(Dataset):
 
     A key (handed out by ``EpochSampler``) seeds the choice of image, the CPU crop of ``size`` and the
     parameters ``[top, left, flip]`` of the final ``crop`` on the device, so the whole augmentation is
-    reproducible: independent of the DataLoader workers, different each epoch, the same after a
-    resume.
+    reproducible: independent of the DataLoader workers and of the number of processes, different
+    each epoch, the same after a resume. The key itself rides along as the fourth parameter (the
+    task seeds each image's mask with it).
     """
 
     def __init__(self, source: _Source, size: int, crop: int, seed: int) -> None:
@@ -78,24 +80,32 @@ class RandomCrops(Dataset):
         left = int(torch.randint(w - self.size + 1, (), generator=g))
         slack = self.size - self.crop
         params = torch.cat(
-            [torch.randint(slack + 1, (2,), generator=g), torch.randint(2, (1,), generator=g)]
+            [
+                torch.randint(slack + 1, (2,), generator=g),
+                torch.randint(2, (1,), generator=g),
+                torch.tensor([int(key)]),
+            ]
         )
         return image[:, top : top + self.size, left : left + self.size].contiguous(), params
 
 
-class EpochSampler(Sampler[int]):
-    """``samples`` new keys per pass: epoch e yields e·samples ... (e + 1)·samples - 1."""
+class EpochSampler(ShardedSampler):
+    """``samples`` new keys per pass: epoch e yields e·samples ... (e + 1)·samples - 1 (this
+    process's share of them in a distributed run)."""
 
-    def __init__(self, samples: int, start_epoch: int = 0) -> None:
+    def __init__(
+        self, samples: int, start_epoch: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
+        super().__init__(rank, world_size)
         self.samples, self.epoch = samples, start_epoch
 
     def __iter__(self) -> Iterator[int]:
         start = self.epoch * self.samples
         self.epoch += 1
-        return iter(range(start, start + self.samples))
+        return iter(self.shard(list(range(start, start + self.samples))))
 
     def __len__(self) -> int:
-        return self.samples
+        return self.shard_length(self.samples)
 
 
 class FixedCrops(Dataset):
@@ -248,7 +258,17 @@ class InpaintingDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        self._sampler = EpochSampler(self.samples_per_epoch, start_epoch=self._start_epoch)
+        """Random crops, ``(images, params)`` batches (``params``: top, left, flip, key per image);
+        in a distributed run each process gets its share of every epoch's keys."""
+        rank, world = process_shard(self)
+        if self.samples_per_epoch // world < self.batch_size:
+            raise ValueError(
+                f"samples_per_epoch ({self.samples_per_epoch}) split over {world} processes leaves "
+                f"fewer than batch_size ({self.batch_size}) per process"
+            )
+        self._sampler = EpochSampler(
+            self.samples_per_epoch, start_epoch=self._start_epoch, rank=rank, world_size=world
+        )
         return DataLoader(
             self._train,
             batch_size=self.batch_size,
@@ -260,9 +280,13 @@ class InpaintingDataModule(LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        """The validation crops in order; in a distributed run process ``r`` of ``W`` takes crops
+        ``r, r + W, ...`` (the task recovers each crop's index, and so its evaluation mask)."""
+        rank, world = process_shard(self)
         return DataLoader(
             self._val,
             batch_size=self.batch_size,
+            sampler=ShardSampler(len(self._val), rank, world),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
         )
@@ -299,6 +323,8 @@ class InpaintingDataModule(LightningDataModule):
         return torch.where(flip, hflip(crops), crops)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches become ``(images, keys)`` (cropped and flipped on the device);
+        validation batches stay images."""
         if isinstance(batch, tuple | list) and len(batch) == 2:
-            return self.augment(batch)
+            return self.augment(batch), batch[1][:, 3]
         return batch

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from masking.functional import mask_product
-from masking.generators import MaskGenerator
+from masking.generators import MaskGenerator, sample_generator
 from masking.pruning import Pruner
 
 from .io import save_image
@@ -33,8 +33,11 @@ class InpaintingTask(pl.LightningModule):
         optimizer: factory called with the network's parameters (a Hydra ``_partial_``).
         mask_generator: draws the training masks on the batch's device.
         eval_masks: the fixed evaluation set, ``{bin_name: (N, 1, H, W)}``; validation image ``i``
-            gets bin ``i mod 6`` and that bin's mask ``(i div 6) mod N``, the same masks every time.
-        mask_seed: seed of the training masks (each rank adds its rank).
+            gets bin ``i mod 6`` and that bin's mask ``(i div 6) mod N``, the same masks every time
+            (in a distributed run process ``r`` of ``W`` holds images ``r, r + W, ...``).
+        mask_seed: seed of the training masks. Batches of ``(images, keys)`` (this project's
+            datamodules) draw each image's mask from ``(mask_seed, key)``, so the masks do not
+            depend on the number of processes; plain image batches draw from one stream per rank.
         ramp_steps: steps over which the mask generator's difficulty ramp runs (``None``: no ramp).
         scheduler: optional factory called with the optimizer.
         discriminator, d_optimizer, gan_weight: the SN-PatchGAN variant (hinge losses, one
@@ -95,6 +98,7 @@ class InpaintingTask(pl.LightningModule):
         self.automatic_optimization = discriminator is None
         self._mask_rng: torch.Generator | None = None
         self._val_seen = 0
+        self.validated_step: int | None = None  # the training step of the last validation
         self.net_spec = net_spec
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
@@ -109,25 +113,43 @@ class InpaintingTask(pl.LightningModule):
             )
         return self._mask_rng
 
-    def training_masks(self, images: Tensor) -> Tensor:
+    def training_masks(self, images: Tensor, keys: Tensor | None = None) -> Tensor:
+        """One mask per image: from ``(mask_seed, key)`` per image when ``keys`` are given, else
+        from this rank's stream."""
         progress = None if not self.ramp_steps else self.global_step / self.ramp_steps
         b, _, h, w = images.shape
-        masks = self.mask_generator(
-            b, h, w, generator=self.mask_rng(), device=images.device, progress=progress
-        )
+        if keys is None:
+            masks = self.mask_generator(
+                b, h, w, generator=self.mask_rng(), device=images.device, progress=progress
+            )
+        else:
+            masks = torch.cat(
+                [
+                    self.mask_generator(
+                        1,
+                        h,
+                        w,
+                        generator=sample_generator(self.mask_seed, key),
+                        device=images.device,
+                        progress=progress,
+                    )
+                    for key in keys.tolist()
+                ]
+            )
         return masks.to(images.dtype)
 
     def validation_masks(
-        self, first: int, count: int, size: tuple[int, int]
+        self, first: int, count: int, size: tuple[int, int], *, stride: int = 1, offset: int = 0
     ) -> tuple[Tensor, Tensor]:
-        """Masks and bin indices for validation images ``first ... first + count - 1``."""
+        """Masks and bin indices for validation images ``first ... first + count - 1`` of this
+        process, which are the images ``offset + stride · i`` of the whole set."""
         n_bins, per_bin = self.eval_masks.shape[:2]
         if tuple(self.eval_masks.shape[-2:]) != size:
             raise ValueError(
                 f"evaluation masks are {tuple(self.eval_masks.shape[-2:])} but validation images are "
                 f"{size}; build them at the validation crop size"
             )
-        index = torch.arange(first, first + count, device=self.eval_masks.device)
+        index = torch.arange(first, first + count, device=self.eval_masks.device) * stride + offset
         bins = index % n_bins
         return self.eval_masks[bins, (index // n_bins) % per_bin], bins
 
@@ -145,23 +167,28 @@ class InpaintingTask(pl.LightningModule):
             suffix = "" if len(outputs) == 1 else f"_{i}"
             for name, term in terms.items():
                 self.log(
-                    f"{stage}/loss_{name}{suffix}", term, on_step=stage == "train", on_epoch=True
+                    f"{stage}/loss_{name}{suffix}",
+                    term,
+                    on_step=stage == "train",
+                    on_epoch=True,
+                    sync_dist=True,  # the mean over every process
                 )
         return total
 
-    def training_step(self, images: Tensor, batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+        images, keys = batch if isinstance(batch, tuple | list) else (batch, None)
         if self.pruner is not None:
             sparsity = self.pruner.step(self.global_step)
             self.log("prune/sparsity", sparsity, on_step=True, on_epoch=False)
-        masks = self.training_masks(images)
+        masks = self.training_masks(images, keys)
         outputs = self(images, masks)
         loss = self._reconstruction(outputs, images, masks, "train")
         if self.pruner is not None and self.pruner.penalty_weight:
             penalty = self.pruner.penalty()
-            self.log("train/penalty", penalty, on_step=True, on_epoch=True)
+            self.log("train/penalty", penalty, on_step=True, on_epoch=True, sync_dist=True)
             loss = loss + penalty
         if self.discriminator is None:
-            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
             return loss
         g_opt, d_opt = self.optimizers()
         composite = mask_product(images, masks) + mask_product(outputs[-1], 1 - masks)
@@ -181,6 +208,7 @@ class InpaintingTask(pl.LightningModule):
             prog_bar=True,
             on_step=True,
             on_epoch=True,
+            sync_dist=True,
         )
         return None
 
@@ -189,22 +217,30 @@ class InpaintingTask(pl.LightningModule):
 
     def validation_step(self, images: Tensor, batch_idx: int) -> None:
         masks, bins = self.validation_masks(
-            self._val_seen, images.shape[0], tuple(images.shape[-2:])
+            self._val_seen,
+            images.shape[0],
+            tuple(images.shape[-2:]),
+            stride=self.trainer.world_size,
+            offset=self.global_rank,
         )
         self._val_seen += images.shape[0]
         masks = masks.to(images.dtype)
         outputs = self(images, masks)
         loss = self._reconstruction(outputs, images, masks, "val")
-        self.log("val/loss", loss, prog_bar=True, on_epoch=True)
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
         composite = mask_product(images, masks) + mask_product(outputs[-1].clamp(0, 1), 1 - masks)
         self.val_metrics.update(composite, images, masks, bins)
         if batch_idx == 0:
             self._save_samples(images, masks, outputs[-1], composite)
 
     def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.validated_step = self.global_step
         values = {f"val/{k}": v for k, v in self.val_metrics.compute().items()}
-        self.log("val/psnr", values.pop("val/psnr"), prog_bar=True)
-        self.log_dict(values)
+        # already over every process (torchmetrics syncs its states); sync_dist keeps Lightning
+        # from warning, and a mean of equal values changes nothing
+        self.log("val/psnr", values.pop("val/psnr"), prog_bar=True, sync_dist=True)
+        self.log_dict(values, sync_dist=True)
         self.val_metrics.reset()
 
     # -- samples ------------------------------------------------------------------------------

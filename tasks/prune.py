@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torchmetrics import MeanMetric
 
 from masking.pruning import Pruner, mask_sources
 
@@ -64,6 +65,9 @@ class ClassificationTask(pl.LightningModule):
         self.automatic_optimization = False
         # optimizer steps taken under the pruner: drives its schedule, restored on resume
         self.register_buffer("prune_step", torch.zeros((), dtype=torch.long))
+        # sums over every image of every process (a mean of per-process means would weight the
+        # processes' shares of the validation set equally)
+        self.val_acc, self.val_loss = MeanMetric(), MeanMetric()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -103,7 +107,7 @@ class ClassificationTask(pl.LightningModule):
         if self.pruner is not None and self.pruner.penalty_weight:
             penalty = self.pruner.penalty()
             total = loss + penalty
-            self.log("train/penalty", penalty, on_step=True, on_epoch=True)
+            self.log("train/penalty", penalty, on_step=True, on_epoch=True, sync_dist=True)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for opt in optimizers:
@@ -117,16 +121,17 @@ class ClassificationTask(pl.LightningModule):
                 scheduler.step()
         self.prune_step += 1
         acc = (logits.argmax(1) == labels).float().mean()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
-        self.log("train/acc", acc, on_step=False, on_epoch=True)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
+        self.log("train/acc", acc, on_step=False, on_epoch=True, sync_dist=True)
         return total
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self.net(images)
-        self.log("val/loss", F.cross_entropy(logits, labels), on_epoch=True)
-        acc = (logits.argmax(1) == labels).float().mean()
-        self.log("val/acc", acc, prog_bar=True, on_epoch=True, batch_size=len(labels))
+        self.val_loss.update(F.cross_entropy(logits, labels, reduction="none"))
+        self.val_acc.update((logits.argmax(1) == labels).float())
+        self.log("val/loss", self.val_loss, on_epoch=True)
+        self.log("val/acc", self.val_acc, prog_bar=True, on_epoch=True)
 
 
 @torch.no_grad()

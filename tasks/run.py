@@ -11,9 +11,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .distributed import is_main_process
+
 log = logging.getLogger(__name__)
 
 TASKS = ("demo", "inpaint", "predict", "prune", "prune_inpaint")
+# the tasks that train through cfg.trainer, and so may run on several processes
+TRAINING_TASKS = ("inpaint", "prune", "prune_inpaint")
 
 
 def run(cfg: DictConfig) -> float:
@@ -26,11 +30,19 @@ def run(cfg: DictConfig) -> float:
     torch.manual_seed(cfg.seed)
     log.info("task %s, output in %s\n%s", name, output_dir, OmegaConf.to_yaml(cfg.task))
     try:
-        metrics = _run_task(cfg, name, output_dir)
+        if name in TRAINING_TASKS:
+            from .distributed import local_ranks
+
+            with local_ranks(cfg, output_dir):
+                metrics = _run_task(cfg, name, output_dir)
+        else:
+            metrics = _run_task(cfg, name, output_dir)
     except SystemExit as stop:
         # Lightning turns SIGTERM into SystemExit(None), exit status 0, and Ctrl-C into
         # SystemExit(1): a stopped run must not look finished, and it should say how to go on
         raise SystemExit(_stopped(name, output_dir, stop)) from None
+    if not is_main_process():
+        return float("nan")  # rank 0 reports the run
     if cfg.optimized_metric not in metrics:
         raise ValueError(
             f"optimized_metric must be one of {sorted(metrics)}, got {cfg.optimized_metric!r}"

@@ -52,11 +52,16 @@ def build_inpainting_task(cfg: DictConfig, net, output_dir: Path, **extra) -> In
     )
 
 
+def _scalars(values: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if v.numel() == 1}
+
+
 def run_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from .distributed import is_main_process
     from .io import write_json
 
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -75,13 +80,20 @@ def run_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         cfg.trainer, callbacks=[checkpoints], logger=logger, default_root_dir=str(output_dir)
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics = _scalars(trainer.callback_metrics)
+    if task.validated_step != trainer.global_step and trainer.limit_val_batches != 0:
+        # a run cut short by max_steps (a sweep's short budget) between validation epochs still
+        # reports its final quality
+        log.info("validating the final model (step %d)", trainer.global_step)
+        trainer.validate(task, datamodule=datamodule, verbose=False)
+        metrics.update(_scalars(trainer.callback_metrics))
     # per-step copies of epoch metrics are noise in a summary
     metrics = {k: v for k, v in metrics.items() if not k.endswith("_step")}
     metrics = {k.removesuffix("_epoch"): v for k, v in metrics.items()}
     metrics = {k: v for k, v in metrics.items() if math.isfinite(v) or k.startswith("val/psnr")}
     metrics["train/steps"] = float(trainer.global_step)
-    write_json(output_dir / "metrics.json", metrics)
+    if is_main_process():
+        write_json(output_dir / "metrics.json", metrics)
     log.info(
         "best checkpoint %s; metrics in %s",
         checkpoints.best_model_path,

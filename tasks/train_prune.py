@@ -18,6 +18,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from .distributed import is_main_process, other_ranks_stop_here
+
 log = logging.getLogger(__name__)
 
 FINALIZE = ("auto", "bake", "compact")
@@ -225,10 +227,11 @@ def pretrained_network(cfg: DictConfig, datamodule: Any) -> tuple[nn.Module, str
         check_val_every_n_epoch=1,
     )
     trainer.fit(task, datamodule=datamodule)
-    buffer = io.BytesIO()
-    torch.save(net.state_dict(), buffer)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(cache, buffer.getvalue())
+    if is_main_process():
+        buffer = io.BytesIO()
+        torch.save(net.state_dict(), buffer)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache, buffer.getvalue())
     return net, f"trained here ({cfg.task.dense_epochs} epochs), cached at {cache}"
 
 
@@ -549,6 +552,8 @@ def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     final, finalize = finalize_pruned(pruner, p, next(iter(val_loader))[0][:8])
     final_acc = evaluate(final, val_loader)
     log.info("final (%s) accuracy %.2f %% (masked: %.2f %%)", finalize, final_acc, masked_acc)
+    if other_ranks_stop_here():
+        return {"final/acc": final_acc}
 
     profile = profile_configured(cfg, dense, final, datamodule.example_input)
     accuracy = {

@@ -16,6 +16,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from .distributed import is_main_process, other_ranks_stop_here
+
 log = logging.getLogger(__name__)
 
 
@@ -91,6 +93,7 @@ def pretrained_inpainting_network(
             "loss": OmegaConf.to_container(task_cfg.loss.weights, resolve=True),
             "mask": OmegaConf.to_container(cfg.mask, resolve=True),
             "mask_seed": task_cfg.mask_seed,
+            "masks_drawn": "per_sample_key",  # since the masks stopped depending on the rank
         },
     )
     if cache.is_file():
@@ -111,11 +114,12 @@ def pretrained_inpainting_network(
     task.sample_dir = None
     trainer = job_trainer(cfg, output_dir / "dense", **_step_limits(task_cfg.dense_steps))
     trainer.fit(task, datamodule=datamodule)
-    buffer = io.BytesIO()
-    state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, "net_spec": spec}, buffer)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(cache, buffer.getvalue())
+    if is_main_process():
+        buffer = io.BytesIO()
+        state = {f"net.{k}": v for k, v in net.state_dict().items()}
+        torch.save({"state_dict": state, "net_spec": spec}, buffer)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache, buffer.getvalue())
     return net, spec, f"trained here ({task_cfg.dense_steps} steps), cached at {cache}"
 
 
@@ -209,7 +213,7 @@ def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 
     def forward(model: nn.Module, batch: Any) -> Tensor:  # a training batch with its masks
         images = datamodule.augment(batch)
-        return model(images, task.training_masks(images))
+        return model(images, task.training_masks(images, batch[1][:, 3]))
 
     settle_masks(
         pruner,
@@ -230,6 +234,8 @@ def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         scores["final"]["val/psnr"],
         scores["dense"]["val/psnr"],
     )
+    if other_ranks_stop_here():
+        return {"final/psnr": scores["final"]["val/psnr"]}
     save_image(output_dir / "compare.png", _comparison_grid(val_images, val_masks, dense, final))
 
     def make_input(batch: int) -> tuple[Tensor, Tensor]:

@@ -1,6 +1,6 @@
 """Inpainting mask generators: one mask per image, 1 = valid, each call given a torch.Generator."""
 
-from .base import MaskGenerator, worker_generator
+from .base import MaskGenerator, sample_generator, worker_generator
 from .boxes import Boxes
 from .evaluation import HOLE_RATIO_BINS, bin_name, evaluation_masks
 from .folder import FolderMasks, load_mask_file
@@ -19,5 +19,6 @@ __all__ = [
     "bin_name",
     "evaluation_masks",
     "load_mask_file",
+    "sample_generator",
     "worker_generator",
 ]

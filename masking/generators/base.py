@@ -154,6 +154,19 @@ class MaskGenerator:
         return f"{type(self).__name__}({', '.join(p for p in parts if p)})"
 
 
+def sample_generator(seed: int, key: int) -> torch.Generator:
+    """A generator for one sample, seeded from ``(seed, key)`` alone.
+
+    Drawing each image's mask from its sample's key makes the masks of a run independent of how
+    the samples are split over DataLoader workers and distributed processes: a run on two processes
+    sees the masks that the same run on one process sees.
+    """
+    value = 0
+    for part in (seed, 0x6D61736B, key):  # the middle constant keeps these streams apart from
+        value = (value * 1_000_003 + int(part)) % (2**63 - 1)  # the data's own per-key streams
+    return torch.Generator().manual_seed(value)
+
+
 def worker_generator(seed: int, *, rank: int = 0) -> torch.Generator:
     """A generator for this process, DataLoader worker and distributed rank.
 

@@ -108,9 +108,10 @@ class TestInpaintingDataModule:
         dm = InpaintingDataModule(folder, crop_size=16, batch_size=8, samples_per_epoch=8)
         dm.setup()
         images, params = next(iter(dm.train_dataloader()))
-        out = dm.on_after_batch_transfer((images, params), 0)
+        out, keys = dm.on_after_batch_transfer((images, params), 0)
         assert out.shape == (8, 3, 16, 16)
-        for o, image, (top, left, flip) in zip(out, images, params.tolist()):
+        assert keys.tolist() == list(range(8))  # the sample keys ride along for the masks
+        for o, image, (top, left, flip, _) in zip(out, images, params.tolist()):
             window = image[:, top : top + 16, left : left + 16]
             assert torch.allclose(o, window.flip(-1) if flip else window, atol=1e-6)
         assert 0 < params[:, 2].sum() < 8  # some flipped, some not

@@ -77,8 +77,8 @@ def test_resume_continues_from_the_saved_step(tmp_path, monkeypatch):
     seen = []
     draw = InpaintingTask.training_masks
 
-    def recording(self, images):
-        masks = draw(self, images)
+    def recording(self, images, keys=None):
+        masks = draw(self, images, keys)
         seen.append((self.global_step, float(images.sum()), float(masks.sum())))
         return masks
 
