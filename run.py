@@ -6,7 +6,7 @@ import os
 import hydra
 from omegaconf import DictConfig
 
-from tasks import run
+from tasks.sweep import run_recorded
 
 log = logging.getLogger("run")
 
@@ -16,14 +16,19 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, Per
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    try:
-        return run(cfg)
-    except USER_ERRORS as error:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode != RunMode.RUN:
-            raise  # the traceback on request; a sweep records the failed job and goes on
+    try:
+        return run_recorded(cfg)  # leaves job.json (status, error, wall time) in the run folder
+    except Exception as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # the sweep goes on; the summary lists this job with its error (Optuna counts the
+            # NaN as a failed trial)
+            log.exception("this job failed: %s", error)
+            return float("nan")
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(error, USER_ERRORS):
+            raise
         log.error("%s: %s", type(error).__name__, error)
         raise SystemExit(f"error: {error} (HYDRA_FULL_ERROR=1 shows the traceback)") from None
 

@@ -84,9 +84,17 @@ class ClassificationTask(pl.LightningModule):
             return optimizers
         steps = max(1, int(self.trainer.estimated_stepping_batches))
         if self.lr_schedule == "onecycle":
+            if steps < 2:
+                return optimizers  # no cycle in one step
+            # a quarter warm-up, but at least 1.5 steps: OneCycleLR divides by the warm-up's
+            # length, which is zero for short runs (a debug run, a sweep's small budget)
+            warmup = max(0.25, 1.5 / steps)
             schedulers = [
                 torch.optim.lr_scheduler.OneCycleLR(
-                    o, max_lr=[g["lr"] for g in o.param_groups], total_steps=steps, pct_start=0.25
+                    o,
+                    max_lr=[g["lr"] for g in o.param_groups],
+                    total_steps=steps,
+                    pct_start=warmup,
                 )
                 for o in optimizers
             ]

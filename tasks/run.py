@@ -40,7 +40,12 @@ def run(cfg: DictConfig) -> float:
     except SystemExit as stop:
         # Lightning turns SIGTERM into SystemExit(None), exit status 0, and Ctrl-C into
         # SystemExit(1): a stopped run must not look finished, and it should say how to go on
+        _finish_wandb(failed=True)
         raise SystemExit(_stopped(name, output_dir, stop)) from None
+    except BaseException:
+        _finish_wandb(failed=True)
+        raise
+    _finish_wandb(failed=False)
     if not is_main_process():
         return float("nan")  # rank 0 reports the run
     if cfg.optimized_metric not in metrics:
@@ -48,6 +53,16 @@ def run(cfg: DictConfig) -> float:
             f"optimized_metric must be one of {sorted(metrics)}, got {cfg.optimized_metric!r}"
         )
     return metrics[cfg.optimized_metric]
+
+
+def _finish_wandb(failed: bool) -> None:
+    """End the job's wandb run. Lightning leaves it open, and the next job of a sweep in the same
+    process would log into it instead of starting its own."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)
 
 
 def _stopped(name: str, output_dir: Path, stop: SystemExit) -> str:

@@ -63,6 +63,7 @@ def run_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 
     from .distributed import is_main_process
     from .io import write_json
+    from .tracking import build_callbacks, build_logger
 
     os.environ.setdefault("WANDB_MODE", "offline")
     pl.seed_everything(cfg.seed, workers=True)
@@ -75,9 +76,12 @@ def run_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         mode="min",
         save_last=True,
     )
-    logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else False
+    logger = build_logger(cfg)
     trainer = instantiate(
-        cfg.trainer, callbacks=[checkpoints], logger=logger, default_root_dir=str(output_dir)
+        cfg.trainer,
+        callbacks=[checkpoints, *build_callbacks(cfg, logger)],
+        logger=logger,
+        default_root_dir=str(output_dir),
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = _scalars(trainer.callback_metrics)

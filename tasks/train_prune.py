@@ -122,8 +122,24 @@ def torchvision_cached_weights(name: str) -> Path:
     return hub
 
 
+# trainer settings that change what a dense training produces (a short debug or sweep budget must
+# not leave its model in the cache under the full recipe's name)
+TRAINING_KEYS = (
+    "max_steps",
+    "limit_train_batches",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "precision",
+    "devices",
+    "num_nodes",
+    "strategy",
+)
+
+
 def dense_cache_path(cfg: DictConfig, recipe: dict[str, Any]) -> Path:
-    """Where the dense model trained for this net/data/seed and training ``recipe`` is cached."""
+    """Where the dense model trained for this net/data/seed, trainer limits and training
+    ``recipe`` is cached."""
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     recipe = {
         "net": OmegaConf.to_container(cfg.net, resolve=True),
         "data": {
@@ -132,6 +148,7 @@ def dense_cache_path(cfg: DictConfig, recipe: dict[str, Any]) -> Path:
             if k not in ("num_workers", "pin_memory")
         },
         "seed": cfg.seed,
+        "trainer": {k: trainer[k] for k in TRAINING_KEYS if trainer.get(k) is not None},
         **recipe,
     }
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
@@ -227,6 +244,8 @@ def pretrained_network(cfg: DictConfig, datamodule: Any) -> tuple[nn.Module, str
         check_val_every_n_epoch=1,
     )
     trainer.fit(task, datamodule=datamodule)
+    if cfg.trainer.get("fast_dev_run"):
+        return net, "trained here for a fast_dev_run (not cached)"
     if is_main_process():
         buffer = io.BytesIO()
         torch.save(net.state_dict(), buffer)
@@ -501,6 +520,7 @@ def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     from masking.pruning import Pruner
 
     from .prune import ClassificationTask, evaluate
+    from .tracking import build_callbacks, build_logger
 
     started = time.perf_counter()
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -534,12 +554,12 @@ def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         lr_schedule=task_cfg.lr_schedule,
     )
     checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True)
-    logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else False
+    logger = build_logger(cfg)
     trainer = job_trainer(
         cfg,
         output_dir,
         logger=logger,
-        callbacks=[checkpoints],
+        callbacks=[checkpoints, *build_callbacks(cfg, logger)],
         max_epochs=task_cfg.finetune_epochs,
         check_val_every_n_epoch=1,
     )

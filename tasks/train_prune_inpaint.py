@@ -27,6 +27,12 @@ def _step_limits(steps: int) -> dict[str, Any]:
     return {"max_steps": steps, "max_epochs": -1, "limit_val_batches": 0, "num_sanity_val_steps": 0}
 
 
+def _capped(cfg: DictConfig, steps: int) -> int:
+    """``steps``, at most ``trainer.max_steps`` when that is set (a debug run, a short sweep)."""
+    cap = cfg.trainer.get("max_steps", -1)
+    return steps if cap in (None, -1) else min(steps, int(cap))
+
+
 def check_channel_pruning(spec: dict, granularity: str) -> None:
     """Per-channel decoder masks tie every channel to its mask path: name the setting that frees it."""
     if (
@@ -54,6 +60,9 @@ def quality(cfg: DictConfig, task: Any, datamodule: Any, root: Path) -> dict[str
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=str(root),
+        # no_grad, not inference_mode: the metric states reset here would become inference
+        # tensors, which a later validation inside fit (fast_dev_run) cannot update
+        inference_mode=False,
     )
     (result,) = trainer.validate(task, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in result.items()}
@@ -87,7 +96,7 @@ def pretrained_inpainting_network(
         cfg,
         {
             "task": "inpaint",
-            "steps": task_cfg.dense_steps,
+            "steps": _capped(cfg, task_cfg.dense_steps),
             "optimizer": OmegaConf.to_container(task_cfg.optimizer, resolve=True),
             "lr_schedule": task_cfg.lr_schedule,
             "loss": OmegaConf.to_container(task_cfg.loss.weights, resolve=True),
@@ -107,20 +116,24 @@ def pretrained_inpainting_network(
         "No pretrained weights given (task.pretrained=null): training the dense %s for %d steps "
         "first; it is cached at %s for the next run",
         type(net).__name__,
-        task_cfg.dense_steps,
+        _capped(cfg, task_cfg.dense_steps),
         cache,
     )
     task = build_inpainting_task(cfg, net, output_dir / "dense")
     task.sample_dir = None
-    trainer = job_trainer(cfg, output_dir / "dense", **_step_limits(task_cfg.dense_steps))
+    trainer = job_trainer(
+        cfg, output_dir / "dense", **_step_limits(_capped(cfg, task_cfg.dense_steps))
+    )
     trainer.fit(task, datamodule=datamodule)
+    if cfg.trainer.get("fast_dev_run"):
+        return net, spec, "trained here for a fast_dev_run (not cached)"
     if is_main_process():
         buffer = io.BytesIO()
         state = {f"net.{k}": v for k, v in net.state_dict().items()}
         torch.save({"state_dict": state, "net_spec": spec}, buffer)
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(cache, buffer.getvalue())
-    return net, spec, f"trained here ({task_cfg.dense_steps} steps), cached at {cache}"
+    return net, spec, f"trained here ({trainer.global_step} steps), cached at {cache}"
 
 
 def _comparison_grid(images: Tensor, masks: Tensor, dense: nn.Module, final: nn.Module) -> Tensor:
@@ -147,6 +160,7 @@ def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     from masking.pruning import Pruner
 
     from .io import save_image
+    from .tracking import build_callbacks, build_logger
     from .train_inpaint import build_inpainting_task
     from .train_prune import (
         build_schedule,
@@ -187,7 +201,7 @@ def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     log.info("dense PSNR %.2f dB (%s)", scores["dense"]["val/psnr"], origin)
     dense = copy.deepcopy(net)
 
-    steps = int(task_cfg.finetune_steps)
+    steps = _capped(cfg, int(task_cfg.finetune_steps))
     schedule = build_schedule(p, steps)
     pruner = Pruner(net, schedule=schedule, **options)
     task = build_inpainting_task(
@@ -205,9 +219,13 @@ def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     pruner.set_sparsity(schedule(0))
 
     checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True)
-    logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else False
+    logger = build_logger(cfg)
     trainer = job_trainer(
-        cfg, output_dir, logger=logger, callbacks=[checkpoints], **_step_limits(steps)
+        cfg,
+        output_dir,
+        logger=logger,
+        callbacks=[checkpoints, *build_callbacks(cfg, logger)],
+        **_step_limits(steps),
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 
