@@ -21,6 +21,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,13 +101,23 @@ def processes_per_node(trainer_cfg: DictConfig) -> int:
     if accelerator in ("gpu", "cuda"):
         if devices in ("auto", "-1", -1):
             return max(1, torch.cuda.device_count())
-        return int(devices)
+        return _device_count(devices)
     if accelerator == "cpu":
-        count = 1 if devices == "auto" else int(devices)
-        if count < 1:
-            raise ValueError(f"trainer.devices must be a positive int on CPU, got {devices!r}")
-        return count
+        return 1 if devices == "auto" else _device_count(devices)
     return 1  # other accelerators: the launch is left to Lightning
+
+
+def _device_count(devices: int | str) -> int:
+    try:
+        count = int(devices)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(
+            f"trainer.devices must be a positive number of devices, a list of device indices or "
+            f"'auto', got {devices!r}"
+        )
+    return count
 
 
 def _free_port() -> int:
@@ -174,6 +185,8 @@ def local_ranks(cfg: DictConfig, output_dir: Path) -> Iterator[int]:
                 cwd=_launch_dir(),
             )
         )
+    done = threading.Event()
+    threading.Thread(target=_report_failures, args=(children, done), daemon=True).start()
     saved_env = {k: os.environ.get(k) for k in (*rendezvous, "LOCAL_RANK", "RANK")}
     saved_threads = torch.get_num_threads()
     os.environ.update({**rendezvous, "LOCAL_RANK": "0", "RANK": "0"})
@@ -183,6 +196,7 @@ def local_ranks(cfg: DictConfig, output_dir: Path) -> Iterator[int]:
         yield processes
         failed = False
     finally:
+        done.set()
         if failed:
             for child in children:
                 if child.poll() is None:
@@ -203,6 +217,18 @@ def local_ranks(cfg: DictConfig, output_dir: Path) -> Iterator[int]:
             f"rank {rank} of the {processes}-process run ended with exit status {code} (its "
             "messages are above)"
         )
+
+
+def _report_failures(children: list[subprocess.Popen], done: threading.Event) -> None:
+    """Say at once when a started rank dies: rank 0 may be waiting for it in a collective, which
+    fails only when the connection breaks or the collective times out."""
+    reported: set[int] = set()
+    while not done.wait(1.0):
+        for rank, child in enumerate(children, start=1):
+            code = child.poll()
+            if code not in (None, 0) and rank not in reported:
+                reported.add(rank)
+                log.error("rank %d ended with exit status %s while rank 0 still runs", rank, code)
 
 
 def _rank_main(config_file: str) -> int:

@@ -106,7 +106,10 @@ def run_recorded(cfg: DictConfig) -> float:
                 start_unix=started,
                 end_unix=time.time(),
             )
-            write_json(Path(cfg.output_dir) / JOB_FILE, record)
+            try:
+                write_json(Path(cfg.output_dir) / JOB_FILE, record)
+            except OSError as error:  # never hide the job's own outcome behind this one
+                log.warning("could not write %s: %s", JOB_FILE, error)
 
 
 # -- reading a sweep ------------------------------------------------------------------------------
@@ -290,11 +293,14 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def pareto_front(
+    points: list[tuple[float, float]], resolution: float = 1e-3
+) -> list[tuple[float, float]]:
     """The points no other point beats on both sparsity and quality (higher is better for both),
-    by increasing sparsity."""
+    by increasing sparsity. Sparsities within ``resolution`` count as equal (a target of 0.9 is
+    reached as 0.8999998 or 0.9000001 depending on ties)."""
     front: list[tuple[float, float]] = []
-    for sparsity, quality in sorted(points, key=lambda p: (-p[0], -p[1])):
+    for sparsity, quality in sorted(points, key=lambda p: (-round(p[0] / resolution), -p[1])):
         if not front or quality > front[-1][1]:
             front.append((sparsity, quality))
     return sorted(front)
@@ -358,6 +364,15 @@ def _bin_label(name: str) -> str:
     return f"{int(low)}–{int(high)} %"
 
 
+def _styles(jobs: list[Job], keys: list[str], styles: list[str]) -> dict[str, str]:
+    """A style per job from the value of ``keys`` (the same value, the same style)."""
+    values = list(dict.fromkeys(tuple(job.overrides.get(k) for k in keys) for job in jobs))
+    return {
+        job.label: styles[values.index(tuple(job.overrides.get(k) for k in keys)) % len(styles)]
+        for job in jobs
+    }
+
+
 def plot_bins(jobs: list[Job]) -> bytes | None:
     """PSNR and hole L1 per hole-ratio bin, one line per inpainting job; None when there are
     none."""
@@ -367,12 +382,16 @@ def plot_bins(jobs: list[Job]) -> bytes | None:
     varying = varying_overrides(rows)
     plt = _figure()
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    # colour by the first override that varies (e.g. layer), line style by the second (mask)
+    colours = _styles(rows, varying[:1], [f"C{i}" for i in range(10)])
+    dashes = _styles(rows, varying[1:2], ["-", "--", ":", "-."])
     for job in rows:
         bins = _bins(job)
         label = ", ".join(f"{k}={job.overrides.get(k, '')}" for k in varying) or job.label
+        style = {"color": colours[job.label], "linestyle": dashes[job.label], "marker": "o"}
         x = range(len(bins))
-        left.plot(x, [job.metrics[f"val/psnr/{b}"] for b in bins], marker="o", label=label)
-        right.plot(x, [job.metrics[f"val/hole_l1/{b}"] for b in bins], marker="o", label=label)
+        left.plot(x, [job.metrics[f"val/psnr/{b}"] for b in bins], label=label, **style)
+        right.plot(x, [job.metrics[f"val/hole_l1/{b}"] for b in bins], label=label, **style)
     bins = _bins(rows[0])
     for axes, title in ((left, "PSNR (dB), higher is better"), (right, "hole L1, lower is better")):
         axes.set_xticks(range(len(bins)), [_bin_label(b) for b in bins], fontsize=8)

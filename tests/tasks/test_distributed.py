@@ -220,3 +220,11 @@ def test_two_process_inpainting_pruning_runs(tmp_path):
     )
     assert metrics["final/sparsity"] == pytest.approx(0.5, abs=0.005)
     assert (tmp_path / "run" / "compare.png").is_file()
+
+
+def test_a_bad_device_count_is_named(tmp_path):
+    cfg = compose_config(tmp_path, ["trainer=ddp_cpu", "trainer.devices=two"])
+    with pytest.raises(
+        ValueError, match=r"trainer\.devices must be a positive number .* got 'two'"
+    ):
+        processes_per_node(cfg.trainer)

@@ -225,6 +225,30 @@ def test_slurm_launcher_submits_and_the_cluster_starts_the_ddp_ranks(tmp_path):
     # the ranks came from SLURM (2 tasks), not from the job: rank 1 says so in its own log
     logs = sorted(sweep_dir.glob(".submitit/*/*_1_log.err"))
     assert logs and all("GLOBAL_RANK: 1, MEMBER: 2/2" in log.read_text() for log in logs)
+    # and the 2-rank job trained like one process with the same global batch
+    single_dir = tmp_path / "single"
+    single = [
+        o for o in common if not o.startswith(("hydra", "trainer=ddp", "layer=", "data.batch"))
+    ]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            *single,
+            "layer=partial",
+            "data.batch_size=8",
+            f"hydra.run.dir={single_dir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = json.loads((single_dir / "metrics.json").read_text())
+    got = json.loads((sweep_dir / "0" / "metrics.json").read_text())
+    for key in ("val/psnr", "val/hole_l1", "train/loss"):
+        assert got[key] == pytest.approx(expected[key], rel=1e-4), key
 
 
 # -- wandb in a sweep --------------------------------------------------------------------------------
