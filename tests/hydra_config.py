@@ -1,4 +1,4 @@
-"""Compose the project's Hydra config in tests, as `python run.py ...` would."""
+"""Compose the project's Hydra config in tests, as `python run.py ...` would, or run that command."""
 
 from pathlib import Path
 
@@ -22,3 +22,27 @@ def compose_config(output_dir, overrides=()):
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def run_cli(*arguments: str, env=None, timeout: int = 600):
+    """``python run.py <arguments>`` from the repository root; the finished process."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "run.py", *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def finished_run(run_dir, *overrides: str, timeout: int = 600) -> dict:
+    """The metrics of ``python run.py <overrides>`` run into ``run_dir``, which must succeed."""
+    import json
+
+    result = run_cli(*overrides, f"hydra.run.dir={run_dir}", timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((Path(run_dir) / "metrics.json").read_text())

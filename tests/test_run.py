@@ -1,13 +1,11 @@
 """The job entry: configs compose, `run(cfg)` runs and writes its files, typos fail at start."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from tasks import run
-from tests.hydra_config import CONF, REPO, compose_config
+from tests.hydra_config import CONF, compose_config, finished_run, run_cli
 
 
 def test_task_options_exist():
@@ -40,13 +38,7 @@ def test_bad_task_value_names_the_key(tmp_path):
 
 
 def test_cli_rejects_unknown_keys(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "run.py", "task=demo", "task.imagee=coffee", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("task=demo", "task.imagee=coffee", f"hydra.run.dir={tmp_path}", timeout=120)
     assert result.returncode != 0
     assert "imagee" in result.stderr
 
@@ -64,26 +56,12 @@ def test_cli_runs_a_short_default_job(tmp_path):
         "data.max_val_crops=8",
         "task.eval_masks_per_bin=2",
     ]
-    result = subprocess.run(
-        [sys.executable, "run.py", *fast, f"hydra.run.dir={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = finished_run(tmp_path, *fast, timeout=300)
     assert metrics["train/steps"] == 2 and "val/hole_l1" in metrics
 
 
 def test_cli_reports_bad_values_in_one_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "run.py", "task=demo", "task.kernel_size=4", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("task=demo", "task.kernel_size=4", f"hydra.run.dir={tmp_path}", timeout=120)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]

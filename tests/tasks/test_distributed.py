@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ from datamodules.digits import EpochShuffleSampler
 from datamodules.inpainting import EpochSampler
 from masking.generators import FreeFormStrokes, sample_generator
 from tasks.distributed import launched_from_outside, processes_per_node
-from tests.hydra_config import REPO, compose_config
+from tests.hydra_config import compose_config, finished_run
 
 
 def batches(sampler, size):
@@ -137,25 +135,13 @@ INPAINT = [
 ]
 
 
-def cli(run_dir, *overrides) -> dict[str, float]:
-    result = subprocess.run(
-        [sys.executable, "run.py", *overrides, f"hydra.run.dir={run_dir}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
 @pytest.mark.slow
 def test_two_process_inpainting_matches_one_process_with_the_same_global_batch(tmp_path):
     # without BatchNorm (whose statistics are per process on CPU) the two runs see the same images,
     # masks and averaged gradients: the same model up to the order of floating-point sums
     common = [*INPAINT, "net.batch_norm=false"]
-    single = cli(tmp_path / "one", *common, "data.batch_size=8")
-    double = cli(tmp_path / "two", *common, "trainer=ddp_cpu", "data.batch_size=4")
+    single = finished_run(tmp_path / "one", *common, "data.batch_size=8")
+    double = finished_run(tmp_path / "two", *common, "trainer=ddp_cpu", "data.batch_size=4")
     assert single["train/steps"] == double["train/steps"] == 8
     assert single.keys() == double.keys()
     for key, value in single.items():
@@ -182,10 +168,10 @@ def test_two_process_pruning_matches_one_process_within_noise(tmp_path):
         "pruning=magnitude",
         "pruning.sparsity=0.5",
     ]
-    single = cli(
+    single = finished_run(
         tmp_path / "one", *common, "data.batch_size=64", f"task.cache_dir={tmp_path / 'c1'}"
     )
-    double = cli(
+    double = finished_run(
         tmp_path / "two",
         *common,
         "trainer=ddp_cpu",
@@ -205,7 +191,7 @@ def test_two_process_pruning_matches_one_process_within_noise(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_inpainting_pruning_runs(tmp_path):
-    metrics = cli(
+    metrics = finished_run(
         tmp_path / "run",
         "task=prune_inpaint",
         "trainer=ddp_cpu",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,8 @@ from omegaconf import open_dict
 from tasks.sweep import Job, main, pareto_front, summarize, varying_overrides
 from tasks.tracking import build_logger
 from tests import fake_slurm
-from tests.hydra_config import CONF, REPO
+from tests.hydra_config import CONF, finished_run, run_cli
+from tests.tasks.test_prune_job import fast  # the small pruning job
 
 TINY_INPAINT = [
     "logger=none",
@@ -33,32 +33,10 @@ TINY_INPAINT = [
     "trainer.enable_progress_bar=false",
 ]
 
-TINY_PRUNE = [
-    "task=prune",
-    "logger=none",
-    "net.width=8",
-    "data.size=16",
-    "data.batch_size=32",
-    "task.dense_epochs=1",
-    "task.finetune_epochs=1",
-    "+trainer.limit_train_batches=4",
-    "task.latency.repeats=1",
-    "task.latency.warmup=0",
-    "task.latency.batches=[1,4]",
-    "trainer.enable_progress_bar=false",
-]
-
 
 def multirun(tmp_path: Path, *overrides: str, env=None) -> tuple[subprocess.CompletedProcess, Path]:
     sweep_dir = tmp_path / "sweep"
-    result = subprocess.run(
-        [sys.executable, "run.py", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
+    result = run_cli("-m", *overrides, f"hydra.sweep.dir={sweep_dir}", env=env, timeout=900)
     return result, sweep_dir
 
 
@@ -131,8 +109,7 @@ def test_inpainting_sweep_writes_the_table_and_the_bin_plot(tmp_path):
 def test_pruning_sweep_writes_the_pareto_plot(tmp_path):
     result, sweep_dir = multirun(
         tmp_path,
-        *TINY_PRUNE,
-        f"task.cache_dir={tmp_path / 'cache'}",
+        *fast(tmp_path),
         "pruning=magnitude,movement",
         "pruning.sparsity=0.5,0.8",
     )
@@ -185,8 +162,7 @@ def test_optuna_tunes_the_value_that_run_returns(tmp_path):
         "hparams_search=prune_hard_concrete",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2",
-        *TINY_PRUNE[1:],
-        f"task.cache_dir={tmp_path / 'cache'}",
+        *fast(tmp_path)[1:],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = (sweep_dir / "optimization_results.yaml").read_text()
@@ -226,26 +202,10 @@ def test_slurm_launcher_submits_and_the_cluster_starts_the_ddp_ranks(tmp_path):
     logs = sorted(sweep_dir.glob(".submitit/*/*_1_log.err"))
     assert logs and all("GLOBAL_RANK: 1, MEMBER: 2/2" in log.read_text() for log in logs)
     # and the 2-rank job trained like one process with the same global batch
-    single_dir = tmp_path / "single"
     single = [
         o for o in common if not o.startswith(("hydra", "trainer=ddp", "layer=", "data.batch"))
     ]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "run.py",
-            *single,
-            "layer=partial",
-            "data.batch_size=8",
-            f"hydra.run.dir={single_dir}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    expected = json.loads((single_dir / "metrics.json").read_text())
+    expected = finished_run(tmp_path / "single", *single, "layer=partial", "data.batch_size=8")
     got = json.loads((sweep_dir / "0" / "metrics.json").read_text())
     for key in ("val/psnr", "val/hole_l1", "train/loss"):
         assert got[key] == pytest.approx(expected[key], rel=1e-4), key
