@@ -20,9 +20,39 @@ estimator          mask (forward)                             learned state, pen
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class MagnitudeStats:
+    """What a learned estimator scales its initial state by: the statistics of the magnitudes that
+    the allocation compares. With global allocation those are every masked layer's together, so
+    the learned state starts in the global magnitude ranking (the mask at the start is
+    ``magnitude``'s); per layer, the layer's own.
+
+    Args:
+        mean: mean magnitude.
+        log_mean, log_std: mean and standard deviation of the log magnitude.
+    """
+
+    mean: float
+    log_mean: float
+    log_std: float
+
+    @classmethod
+    def of(cls, magnitudes: Sequence[Tensor]) -> MagnitudeStats:
+        values = torch.cat([m.detach().float().flatten() for m in magnitudes])
+        logs = values.clamp_min(1e-12).log()
+        std = float(logs.std()) if logs.numel() > 1 else 1.0
+        return cls(
+            mean=max(float(values.mean()), 1e-12),
+            log_mean=float(logs.mean()),
+            log_std=max(std, 1e-6),
+        )
 
 
 class MaskSource(nn.Module):
@@ -37,6 +67,7 @@ class MaskSource(nn.Module):
     learned = False  # has parameters the mask optimizer trains
     ranks_by_magnitude = True  # importance is the weights' magnitude, refreshed by the pruner
     stochastic = False  # the training-mode mask is sampled (evaluation uses a fixed one)
+    takes_stats = False  # scales its initial state by MagnitudeStats (keyword ``stats``)
 
     def __init__(self, shape: tuple[int, ...], magnitude: Tensor) -> None:
         super().__init__()
@@ -79,11 +110,14 @@ class MovementMask(MaskSource):
     name = "movement"
     learned = True
     ranks_by_magnitude = False
+    takes_stats = True
 
-    def __init__(self, shape: tuple[int, ...], magnitude: Tensor) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], magnitude: Tensor, *, stats: MagnitudeStats | None = None
+    ) -> None:
         super().__init__(shape, magnitude)
-        init = magnitude.detach().float()
-        self.scores = nn.Parameter(init / init.mean().clamp_min(1e-12))
+        stats = stats or MagnitudeStats.of([magnitude])
+        self.scores = nn.Parameter(magnitude.detach().float() / stats.mean)
 
     def importance(self) -> Tensor:
         return self.scores.detach()
@@ -98,17 +132,20 @@ class HardConcreteMask(MaskSource):
     In training each entry is a stretched, clamped concrete sample ``z ∈ [0, 1]`` with location
     ``log α``; in evaluation its deterministic value. The penalty is the expected fraction of
     non-zero gates, ``mean σ(log α − β log(−γ/ζ))``. ``log α`` starts open (``init_open``) and
-    ordered by magnitude, so the pretrained network is unchanged at the start.
+    ordered by magnitude, standardised by ``stats`` (every layer's under global allocation), so the
+    pretrained network is unchanged at the start and the first mask is ``magnitude``'s.
 
     Args:
         temperature, stretch: ``β`` and ``(γ, ζ)`` of the hard-concrete distribution.
         init_open: initial mean of ``log α``.
+        stats: the magnitude statistics ``log α`` is standardised by (default: this source's).
     """
 
     name = "hard_concrete"
     learned = True
     ranks_by_magnitude = False
     stochastic = True
+    takes_stats = True
 
     def __init__(
         self,
@@ -118,6 +155,7 @@ class HardConcreteMask(MaskSource):
         temperature: float = 2.0 / 3.0,
         stretch: tuple[float, float] = (-0.1, 1.1),
         init_open: float = 3.0,
+        stats: MagnitudeStats | None = None,
     ) -> None:
         super().__init__(shape, magnitude)
         if not temperature > 0:
@@ -126,11 +164,12 @@ class HardConcreteMask(MaskSource):
         if not (low < 0 and high > 1):
             raise ValueError(f"stretch must be (γ < 0, ζ > 1), got {stretch!r}")
         self.temperature, self.low, self.high = float(temperature), float(low), float(high)
+        stats = stats or MagnitudeStats.of([magnitude])
         log_mag = magnitude.detach().float().clamp_min(1e-12).log()
-        spread = (
-            (log_mag - log_mag.mean()) / log_mag.std().clamp_min(1e-6) if log_mag.numel() > 1 else 0
-        )
-        self.log_alpha = nn.Parameter(init_open + 0.5 * torch.as_tensor(spread).clamp(-3, 3))
+        spread = (log_mag - stats.log_mean) / stats.log_std
+        # about 0.5·spread near the middle, within ±1.5 at the ends, and strictly increasing (a
+        # clamp would tie the largest weights and break the magnitude order there)
+        self.log_alpha = nn.Parameter(init_open + 1.5 * torch.tanh(spread / 3))
         self._noise: Tensor | None = None
 
     def importance(self) -> Tensor:

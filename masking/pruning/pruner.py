@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .._checks import check_int
 from ..layers import GatedConv2d
-from .estimators import ESTIMATORS, MaskSource
+from .estimators import ESTIMATORS, MagnitudeStats, MaskSource
 from .granularity import (
     Granularity,
     block_scores,
@@ -232,11 +232,21 @@ class Pruner:
             self._attach_weights(modules)
 
     # ------------------------------------------------------------------------------- attaching
-    def _make_source(self, shape: tuple[int, ...], magnitude: Tensor) -> MaskSource:
+    def _make_source(
+        self, shape: tuple[int, ...], magnitude: Tensor, stats: MagnitudeStats | None
+    ) -> MaskSource:
+        estimator = ESTIMATORS[self.method]
+        extra = {"stats": stats} if estimator.takes_stats and stats is not None else {}
         try:
-            return ESTIMATORS[self.method](shape, magnitude, **self.estimator_args)
+            return estimator(shape, magnitude, **self.estimator_args, **extra)
         except TypeError as error:
             raise ValueError(f"estimator_args for {self.method}: {error}") from None
+
+    def _shared_stats(self, magnitudes: list[Tensor]) -> MagnitudeStats | None:
+        """Under global allocation, the statistics of every source's magnitudes together: learned
+        state scaled by them starts in the global magnitude ranking (per layer, each source
+        scales by its own)."""
+        return MagnitudeStats.of(magnitudes) if self.allocation == "global" else None
 
     def _weight_magnitude(self, weight: Tensor) -> Tensor:
         if self.granularity.kind == "block":
@@ -244,13 +254,17 @@ class Pruner:
         return weight.detach().abs().float()
 
     def _attach_weights(self, modules: list[tuple[str, nn.Module]]) -> None:
+        chosen = []
         for name, module in modules:
             weight = _original(module, "weight")
             if self.granularity.kind == "n:m" and nm_view(weight).shape[-1] % self.granularity.m:
                 self.skipped.append(name)
                 continue
+            chosen.append((name, module, weight, self._weight_magnitude(weight)))
+        stats = self._shared_stats([magnitude for *_, magnitude in chosen]) if chosen else None
+        for name, module, weight, magnitude in chosen:
             shape = mask_shape(self.granularity, weight.shape)
-            source = self._make_source(shape, self._weight_magnitude(weight))
+            source = self._make_source(shape, magnitude, stats)
             attach(module, "weight", HadamardMask(source, self.granularity))
             counts = None
             if self.granularity.kind == "block":
@@ -279,9 +293,10 @@ class Pruner:
                 "excluded layer"
             )
         named = dict(model.named_modules())
-        for group in groups:
-            magnitude = self._group_magnitude(group, named)
-            source = self._make_source((group.size,), magnitude)
+        magnitudes = [self._group_magnitude(group, named) for group in groups]
+        stats = self._shared_stats(magnitudes)
+        for group, magnitude in zip(groups, magnitudes):
+            source = self._make_source((group.size,), magnitude, stats)
             scales = []
             for index, member in enumerate(group.members):
                 module = named[member.module]

@@ -156,6 +156,23 @@ def test_global_allocation_differs_by_layer_and_layer_allocation_is_uniform():
     assert all(abs(r["sparsity"] - 0.5) < 0.01 for r in pruner.layer_sparsity())
 
 
+@pytest.mark.parametrize("method", ["movement", "hard_concrete"])
+@pytest.mark.parametrize("granularity", ["weight", "block4x4"])
+def test_learned_estimators_start_from_the_global_magnitude_mask(method, granularity):
+    # layers of very different scales: a learned state normalised per layer would rank as if each
+    # layer were pruned alike, and start far from what the global allocation means
+    net = small_net()
+    with torch.no_grad():
+        net[0].weight.mul_(0.01)
+        net[6].weight.mul_(5.0)
+    keeps = {}
+    for name in ("magnitude", method):
+        pruner = Pruner(copy.deepcopy(net), method=name, granularity=granularity, sparsity=0.8)
+        pruner.set_sparsity(0.8)
+        keeps[name] = torch.cat([layer.source.keep.flatten() for layer in pruner.layers])
+    assert torch.equal(keeps[method], keeps["magnitude"])
+
+
 def test_exclude_by_name_and_type():
     net = small_net()
     pruner = Pruner(net, sparsity=0.5, exclude=["Linear", "0"])
