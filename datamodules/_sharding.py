@@ -29,7 +29,8 @@ def process_shard(datamodule: Any) -> tuple[int, int]:
 
 
 class ShardedSampler(DistributedSampler):
-    """Base of this package's samplers: yields this process's share of ``keys()``.
+    """Base of this package's samplers, which yield this process's share (:meth:`shard`) of
+    each epoch's keys.
 
     A ``DistributedSampler`` subclass, so that Lightning does not wrap it in its own distributed
     sampler (which would shuffle the order and shard it a second time). The sampler counts its own
