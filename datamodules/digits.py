@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from masking._checks import check_int
+from masking.generators import keyed_generator
 
 from ._sharding import ShardedSampler, ShardSampler, process_shard
 
@@ -27,10 +28,7 @@ _SPLIT, _ORDER, _SHIFT = 1, 2, 3
 
 def _generator(seed: int, purpose: int, *counters: int) -> torch.Generator:
     """A generator seeded from ``(seed, purpose, *counters)``."""
-    value = 0
-    for part in (seed, purpose, *counters):
-        value = (value * 1_000_003 + int(part)) % (2**63 - 1)
-    return torch.Generator().manual_seed(value)
+    return keyed_generator(seed, purpose, *counters)
 
 
 def load_digits_tensors() -> tuple[Tensor, Tensor]:

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from masking._checks import check_int
+from masking.generators import keyed_generator
 
 from ._sharding import ShardedSampler, ShardSampler, process_shard
 from .images import list_images, read_image, readable_images
@@ -73,7 +74,7 @@ class RandomCrops(Dataset):
         return len(self.source)
 
     def __getitem__(self, key: int) -> tuple[Tensor, Tensor]:
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + int(key)) % (2**63 - 1))
+        g = keyed_generator(self.seed, key)
         image = self.source[int(torch.randint(len(self.source), (), generator=g))]
         h, w = image.shape[1:]
         top = int(torch.randint(h - self.size + 1, (), generator=g))

@@ -133,17 +133,17 @@ def _launch_dir() -> Path:
 
 
 @contextlib.contextmanager
-def local_ranks(cfg: DictConfig, output_dir: Path) -> Iterator[int]:
+def local_ranks(cfg: DictConfig, output_dir: Path) -> Iterator[None]:
     """Start the other ranks of a one-machine data-parallel run for the duration of the job.
 
-    Yields the number of processes (1 when nothing was started). On exit waits for the started
-    ranks and raises if one failed; if this rank fails, the others are stopped. The environment
-    and the torch thread count of this process are restored afterwards, and its process group
-    destroyed, so a sweep can run the next job in the same process.
+    Starts nothing when one process is asked for or the ranks come from outside. On exit waits for
+    the started ranks and raises if one failed; if this rank fails, the others are stopped. The
+    environment and the torch thread count of this process are restored afterwards, and its
+    process group destroyed, so a sweep can run the next job in the same process.
     """
     processes = processes_per_node(cfg.trainer)
     if processes <= 1 or launched_from_outside():
-        yield processes
+        yield
         return
     num_nodes = int(cfg.trainer.get("num_nodes", 1))
     if num_nodes != 1:
@@ -193,7 +193,7 @@ def local_ranks(cfg: DictConfig, output_dir: Path) -> Iterator[int]:
     torch.set_num_threads(threads)
     failed = True
     try:
-        yield processes
+        yield
         failed = False
     finally:
         done.set()

@@ -125,7 +125,6 @@ class Job:
     status: str
     error: str | None = None
     wall_time_s: float | None = None
-    task: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -171,7 +170,6 @@ def read_job(directory: Path) -> Job | None:
         status=record.get("status", "unfinished"),
         error=record.get("error") or (None if record else "no job.json: killed or still running"),
         wall_time_s=record.get("wall_time_s"),
-        task=record.get("task"),
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
         report=_read_json(directory / "prune_report.json"),
     )

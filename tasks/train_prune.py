@@ -156,6 +156,12 @@ def dense_cache_path(cfg: DictConfig, recipe: dict[str, Any]) -> Path:
     return launch_path(cfg.task.cache_dir) / f"dense-{arch}-{digest}.pt"
 
 
+def capped_steps(cfg: DictConfig, steps: int) -> int:
+    """``steps``, at most ``trainer.max_steps`` when that is set (a debug run, a short sweep)."""
+    cap = cfg.trainer.get("max_steps", -1)
+    return steps if cap in (None, -1) else min(steps, int(cap))
+
+
 def job_trainer(
     cfg: DictConfig, root: Path, *, logger: Any = False, callbacks=(), **limits: Any
 ) -> Any:
@@ -536,9 +542,7 @@ def run_prune(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     log.info("dense accuracy %.2f %% (%s)", dense_acc, origin)
     dense = copy.deepcopy(net)
 
-    steps = len(datamodule.train_dataloader()) * task_cfg.finetune_epochs
-    if cfg.trainer.get("max_steps", -1) not in (None, -1):
-        steps = min(steps, int(cfg.trainer.max_steps))
+    steps = capped_steps(cfg, len(datamodule.train_dataloader()) * task_cfg.finetune_epochs)
     schedule = build_schedule(p, steps)
     pruner = Pruner(net, schedule=schedule, **options)
     pruner.set_sparsity(p.sparsity)

@@ -27,12 +27,6 @@ def _step_limits(steps: int) -> dict[str, Any]:
     return {"max_steps": steps, "max_epochs": -1, "limit_val_batches": 0, "num_sanity_val_steps": 0}
 
 
-def _capped(cfg: DictConfig, steps: int) -> int:
-    """``steps``, at most ``trainer.max_steps`` when that is set (a debug run, a short sweep)."""
-    cap = cfg.trainer.get("max_steps", -1)
-    return steps if cap in (None, -1) else min(steps, int(cap))
-
-
 def check_channel_pruning(spec: dict, granularity: str) -> None:
     """Per-channel decoder masks tie every channel to its mask path: name the setting that frees it."""
     if (
@@ -83,7 +77,7 @@ def pretrained_inpainting_network(
 
     from .predict import build_network, read_inpainting_checkpoint
     from .train_inpaint import build_inpainting_task
-    from .train_prune import dense_cache_path, job_trainer, launch_path
+    from .train_prune import capped_steps, dense_cache_path, job_trainer, launch_path
 
     source = cfg.task.pretrained
     if source is not None:
@@ -92,11 +86,12 @@ def pretrained_inpainting_network(
         log.info("Pruning %s from %s (the net config is not used)", spec.get("_target_"), path)
         return build_network(spec, state, origin=f"task.pretrained {str(path)!r}"), spec, str(path)
     task_cfg = cfg.task
+    dense_steps = capped_steps(cfg, task_cfg.dense_steps)
     cache = dense_cache_path(
         cfg,
         {
             "task": "inpaint",
-            "steps": _capped(cfg, task_cfg.dense_steps),
+            "steps": dense_steps,
             "optimizer": OmegaConf.to_container(task_cfg.optimizer, resolve=True),
             "lr_schedule": task_cfg.lr_schedule,
             "loss": OmegaConf.to_container(task_cfg.loss.weights, resolve=True),
@@ -116,14 +111,12 @@ def pretrained_inpainting_network(
         "No pretrained weights given (task.pretrained=null): training the dense %s for %d steps "
         "first; it is cached at %s for the next run",
         type(net).__name__,
-        _capped(cfg, task_cfg.dense_steps),
+        dense_steps,
         cache,
     )
     task = build_inpainting_task(cfg, net, output_dir / "dense")
     task.sample_dir = None
-    trainer = job_trainer(
-        cfg, output_dir / "dense", **_step_limits(_capped(cfg, task_cfg.dense_steps))
-    )
+    trainer = job_trainer(cfg, output_dir / "dense", **_step_limits(dense_steps))
     trainer.fit(task, datamodule=datamodule)
     if cfg.trainer.get("fast_dev_run"):
         return net, spec, "trained here for a fast_dev_run (not cached)"
@@ -164,6 +157,7 @@ def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     from .train_inpaint import build_inpainting_task
     from .train_prune import (
         build_schedule,
+        capped_steps,
         finalize_pruned,
         job_trainer,
         profile_configured,
@@ -201,7 +195,7 @@ def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     log.info("dense PSNR %.2f dB (%s)", scores["dense"]["val/psnr"], origin)
     dense = copy.deepcopy(net)
 
-    steps = _capped(cfg, int(task_cfg.finetune_steps))
+    steps = capped_steps(cfg, int(task_cfg.finetune_steps))
     schedule = build_schedule(p, steps)
     pruner = Pruner(net, schedule=schedule, **options)
     task = build_inpainting_task(
@@ -230,8 +224,8 @@ def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 
     def forward(model: nn.Module, batch: Any) -> Tensor:  # a training batch with its masks
-        images = datamodule.augment(batch)
-        return model(images, task.training_masks(images, batch[1][:, 3]))
+        images, keys = datamodule.on_after_batch_transfer(batch, 0)
+        return model(images, task.training_masks(images, keys))
 
     settle_masks(
         pruner,

@@ -1,6 +1,6 @@
 """Inpainting mask generators: one mask per image, 1 = valid, each call given a torch.Generator."""
 
-from .base import MaskGenerator, sample_generator, worker_generator
+from .base import MaskGenerator, keyed_generator, sample_generator, worker_generator
 from .boxes import Boxes
 from .evaluation import HOLE_RATIO_BINS, bin_name, evaluation_masks
 from .folder import FolderMasks, load_mask_file
@@ -18,6 +18,7 @@ __all__ = [
     "MixedMasks",
     "bin_name",
     "evaluation_masks",
+    "keyed_generator",
     "load_mask_file",
     "sample_generator",
     "worker_generator",

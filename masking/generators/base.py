@@ -154,6 +154,19 @@ class MaskGenerator:
         return f"{type(self).__name__}({', '.join(p for p in parts if p)})"
 
 
+def keyed_generator(*parts: int) -> torch.Generator:
+    """A generator seeded from the integers ``parts`` alone (mixed so that small tuples do not
+    collide): the same parts, the same stream, in any process or worker."""
+    value = 0
+    for part in parts:
+        value = (value * 1_000_003 + int(part)) % (2**63 - 1)
+    return torch.Generator().manual_seed(value)
+
+
+# keeps the masks' per-sample streams apart from the data's own per-key streams
+_MASK_STREAM = 0x6D61736B
+
+
 def sample_generator(seed: int, key: int) -> torch.Generator:
     """A generator for one sample, seeded from ``(seed, key)`` alone.
 
@@ -161,10 +174,7 @@ def sample_generator(seed: int, key: int) -> torch.Generator:
     the samples are split over DataLoader workers and distributed processes: a run on two processes
     sees the masks that the same run on one process sees.
     """
-    value = 0
-    for part in (seed, 0x6D61736B, key):  # the middle constant keeps these streams apart from
-        value = (value * 1_000_003 + int(part)) % (2**63 - 1)  # the data's own per-key streams
-    return torch.Generator().manual_seed(value)
+    return keyed_generator(seed, _MASK_STREAM, key)
 
 
 def worker_generator(seed: int, *, rank: int = 0) -> torch.Generator:
