@@ -509,6 +509,8 @@ class Pruner:
             )
         from .compact import check_equivalent, compact
 
+        if self.current != self.schedule.target:
+            self.set_sparsity(self.schedule.target)  # before reading which channels survive
         keep = self.keep_by_group()
         baked = self.bake()
         reference = copy.deepcopy(baked)

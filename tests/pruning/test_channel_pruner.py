@@ -105,3 +105,14 @@ def test_compact_needs_channel_granularity():
     pruner = Pruner(net, sparsity=0.5)
     with pytest.raises(ValueError, match="compact removes channels"):
         pruner.compact(torch.randn(1, 3, 16, 16))
+
+
+def test_one_shot_compact_without_training_steps_reaches_the_target():
+    # compact straight after attaching: the target sparsity must be applied before the surviving
+    # channels are read (it once compacted nothing here)
+    x = torch.randn(2, 3, 16, 16)
+    pruner = Pruner(resnet18_cifar(width=8), granularity="channel", sparsity=0.5, example_inputs=x)
+    slim = pruner.compact(x)
+    widths = [m.out_channels for m in slim.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert max(widths) <= 32  # every group of the width-8 ResNet (8 to 64 channels) halved
+    assert pruner.achieved_sparsity() == pytest.approx(0.5, abs=0.02)
