@@ -4,13 +4,16 @@
     python benchmarks/bench_partial_conv.py --quick    # fewer rounds
     python benchmarks/bench_partial_conv.py --device cuda
 
-Candidates, all 3×3, stride 1, padding 1, C_in = C_out = C, batch 4, with ~35 % holes:
+Candidates, all 3×3, stride 1, padding 1, C_in = C_out = C, batch 4, with ~35 % holes (``--holes``
+sweeps other hole ratios):
 - ``conv``: ``nn.Conv2d`` (with bias), the floor.
 - ``ours``: ``PartialConv2d`` with a ``(B, 1, H, W)`` pixel mask, the common inpainting case.
 - ``ours_multi``: ``PartialConv2d(multi_channel=True)`` with a ``(B, C, H, W)`` mask.
 - ``dense``: the formulation of the original reference implementation for per-channel masks: the
   valid count from a convolution of the ``(B, C, H, W)`` mask with a ``(C, C, 3, 3)`` ones kernel
   (under no_grad), then ``(conv(x ⊙ m) - b) · ratio + b`` and ``⊙ new_mask`` as separate autograd ops.
+
+- ``fused`` (CUDA only): ``ours`` through the fused Triton kernel with hole-tile skipping.
 
 ``dense`` computes the same function as ``ours_multi``, so ``dense / ours_multi`` is the like-for-like
 ratio; ``dense / ours`` is what a user moving from the reference (which only offers the dense form
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, provenance, time_side_by_side, write_report
 
 from masking import PartialConv2d
+from masking.kernels import table
 
 SHAPES = [(64, 128), (256, 64), (512, 32)]  # (channels, height = width)
 BATCH = 4
@@ -59,7 +63,9 @@ def hole_mask(batch: int, size: int, hole_ratio: float, generator: torch.Generat
     return (field > threshold).float()
 
 
-def bench_shape(channels: int, size: int, device: torch.device, rounds: int) -> list[dict]:
+def bench_shape(
+    channels: int, size: int, holes: float, device: torch.device, rounds: int
+) -> list[dict]:
     g = torch.Generator().manual_seed(channels * 1000 + size)
     conv = nn.Conv2d(channels, channels, 3, padding=1).to(device)
     ours = PartialConv2d.from_dense(conv)
@@ -68,7 +74,7 @@ def bench_shape(channels: int, size: int, device: torch.device, rounds: int) -> 
     ours.weight, ours.bias = conv.weight, conv.bias
     ours_multi.weight, ours_multi.bias = conv.weight, conv.bias
     x = torch.randn(BATCH, channels, size, size, generator=g).to(device).requires_grad_(True)
-    mask = hole_mask(BATCH, size, 0.35, g).to(device)
+    mask = hole_mask(BATCH, size, holes, g).to(device)
     mask_c = mask.expand(-1, channels, -1, -1).contiguous()
     grad = torch.randn(BATCH, channels, size, size, generator=g).to(device)
     params = [x, conv.weight, conv.bias]
@@ -86,6 +92,8 @@ def bench_shape(channels: int, size: int, device: torch.device, rounds: int) -> 
         "ours_multi": lambda: ours_multi(x, mask_c)[0],
         "dense": lambda: dense_ones_kernel(x, mask_c, conv.weight, conv.bias)[0],
     }
+    if device.type == "cuda":
+        forward["fused"] = lambda: fused(lambda: ours(x, mask)[0])
     rows = []
     with torch.no_grad():
         fwd = time_side_by_side(forward, rounds=rounds)
@@ -96,6 +104,7 @@ def bench_shape(channels: int, size: int, device: torch.device, rounds: int) -> 
                 {
                     "channels": channels,
                     "size": size,
+                    "holes": holes,
                     "batch": BATCH,
                     "mode": mode,
                     "impl": impl,
@@ -105,25 +114,33 @@ def bench_shape(channels: int, size: int, device: torch.device, rounds: int) -> 
     return rows
 
 
+def fused(run):
+    with table.prefer("partial_conv2d", "fused"):
+        return run()
+
+
 def summarise(rows: list[dict]) -> list[dict]:
-    def med(c, s, mode, impl):
+    def med(c, s, h, mode, impl):
         return next(
             r["median_ms"]
             for r in rows
-            if (r["channels"], r["size"], r["mode"], r["impl"]) == (c, s, mode, impl)
+            if (r["channels"], r["size"], r["holes"], r["mode"], r["impl"]) == (c, s, h, mode, impl)
         )
 
     out = []
-    for c, s in sorted({(r["channels"], r["size"]) for r in rows}, key=lambda t: -t[1]):
-        entry = {"channels": c, "size": s}
+    keys = {(r["channels"], r["size"], r["holes"]) for r in rows}
+    for c, s, h in sorted(keys, key=lambda t: (-t[1], t[2])):
+        entry = {"channels": c, "size": s, "holes": h}
         for mode, tag in (("forward", "fwd"), ("forward+backward", "fwd_bwd")):
-            conv = med(c, s, mode, "conv")
-            entry[f"{tag}_ours_vs_conv"] = med(c, s, mode, "ours") / conv
-            entry[f"{tag}_ours_multi_vs_conv"] = med(c, s, mode, "ours_multi") / conv
-            entry[f"{tag}_dense_vs_ours"] = med(c, s, mode, "dense") / med(c, s, mode, "ours")
-            entry[f"{tag}_dense_vs_ours_multi"] = med(c, s, mode, "dense") / med(
-                c, s, mode, "ours_multi"
+            conv = med(c, s, h, mode, "conv")
+            entry[f"{tag}_ours_vs_conv"] = med(c, s, h, mode, "ours") / conv
+            entry[f"{tag}_ours_multi_vs_conv"] = med(c, s, h, mode, "ours_multi") / conv
+            entry[f"{tag}_dense_vs_ours"] = med(c, s, h, mode, "dense") / med(c, s, h, mode, "ours")
+            entry[f"{tag}_dense_vs_ours_multi"] = med(c, s, h, mode, "dense") / med(
+                c, s, h, mode, "ours_multi"
             )
+            if any(r["impl"] == "fused" for r in rows):
+                entry[f"{tag}_fused_vs_conv"] = med(c, s, h, mode, "fused") / conv
         out.append(entry)
     return out
 
@@ -145,23 +162,26 @@ def markdown(payload: dict) -> str:
         f"{payload['versions']['torch']}, commit {str(payload['commit'])[:10]}, batch {BATCH}, 3×3, "
         f"{payload['rounds']} interleaved rounds of 3 calls; medians in ms per call.",
         "",
-        "| C, H×W | mode | conv | ours | ours multi | dense | ours/conv | multi/conv | dense/multi |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| C, H×W | holes | mode | conv | ours | ours multi | dense | ours/conv | multi/conv "
+        "| dense/multi | fused/conv |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = payload["results"]
     for ratio in payload["ratios"]:
-        c, s = ratio["channels"], ratio["size"]
+        c, s, h = ratio["channels"], ratio["size"], ratio["holes"]
         for mode, tag in (("forward", "fwd"), ("forward+backward", "fwd_bwd")):
             t = {
                 r["impl"]: r["median_ms"]
                 for r in rows
-                if (r["channels"], r["size"], r["mode"]) == (c, s, mode)
+                if (r["channels"], r["size"], r["holes"], r["mode"]) == (c, s, h, mode)
             }
+            fused_ratio = ratio.get(f"{tag}_fused_vs_conv")
             lines.append(
-                f"| {c}, {s}² | {mode} | {t['conv']:.1f} | {t['ours']:.1f} | {t['ours_multi']:.1f} "
+                f"| {c}, {s}² | {h:.0%} | {mode} | {t['conv']:.1f} | {t['ours']:.1f} | {t['ours_multi']:.1f} "
                 f"| {t['dense']:.1f} | {ratio[f'{tag}_ours_vs_conv']:.3f} "
                 f"| {ratio[f'{tag}_ours_multi_vs_conv']:.3f} "
-                f"| {ratio[f'{tag}_dense_vs_ours_multi']:.2f} |"
+                f"| {ratio[f'{tag}_dense_vs_ours_multi']:.2f} "
+                f"| {'—' if fused_ratio is None else f'{fused_ratio:.3f}'} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -178,6 +198,9 @@ def main(argv: list[str] | None = None) -> dict:
         default=[f"{c}x{s}" for c, s in SHAPES],
         help="CHANNELSxSIZE items (default: %(default)s)",
     )
+    parser.add_argument(
+        "--holes", nargs="+", type=float, default=[0.35], help="hole ratios (default: 0.35)"
+    )
     args = parser.parse_args(argv)
     try:
         shapes = [tuple(int(v) for v in item.split("x")) for item in args.shapes]
@@ -193,9 +216,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--rounds must be >= 1, got {rounds}")
     torch.manual_seed(0)
     rows = []
+    if any(not 0 <= h < 1 for h in args.holes):
+        parser.error(f"--holes must lie in [0, 1), got {args.holes}")
     for channels, size in shapes:
-        print(f"C={channels} H=W={size} ...", flush=True)
-        rows += bench_shape(channels, size, device, rounds)
+        for holes in args.holes:
+            print(f"C={channels} H=W={size} holes={holes:.0%} ...", flush=True)
+            rows += bench_shape(channels, size, holes, device, rounds)
     ratios = summarise(rows)
     payload = {
         "benchmark": "partial_conv",

@@ -4,7 +4,15 @@ Convention everywhere: ``mask`` 1 = valid / keep, 0 = hole / drop.
 """
 
 from ._checks import set_value_checks
-from .functional import gated_conv2d, mask_product, partial_conv2d, update_mask2d
+from .functional import (
+    PackedMask,
+    gated_conv2d,
+    mask_product,
+    masked_linear,
+    pack_mask,
+    partial_conv2d,
+    update_mask2d,
+)
 from .layers import CONV_LAYERS, GatedConv2d, PartialConv2d, VanillaConv2d, create_conv2d
 
 __version__ = "0.1.0"
@@ -12,11 +20,14 @@ __version__ = "0.1.0"
 __all__ = [
     "CONV_LAYERS",
     "GatedConv2d",
+    "PackedMask",
     "PartialConv2d",
     "VanillaConv2d",
     "create_conv2d",
     "gated_conv2d",
     "mask_product",
+    "masked_linear",
+    "pack_mask",
     "partial_conv2d",
     "set_value_checks",
     "update_mask2d",

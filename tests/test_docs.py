@@ -7,6 +7,8 @@ import pytest
 
 MODULES = [
     "masking.functional.mask_product",
+    "masking.functional.masked_linear",
+    "masking.pruning.sparsify",
     "masking.functional.partial_conv",
     "masking.functional.gated_conv",
     "masking.layers.partial_conv",

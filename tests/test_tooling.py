@@ -44,7 +44,7 @@ def test_partial_conv_benchmark_writes_its_report(tmp_path):
     impls = {r["impl"] for r in payload["results"]}
     assert impls == {"conv", "ours", "ours_multi", "dense"}
     assert all(r["median_ms"] > 0 for r in payload["results"])
-    assert "| 8, 16² | forward |" in out.with_suffix(".md").read_text()
+    assert "| 8, 16² | 35% | forward |" in out.with_suffix(".md").read_text()
 
 
 def test_mask_product_benchmark_writes_its_report(tmp_path):
@@ -124,3 +124,36 @@ def test_prune_compare_benchmark_writes_its_report(tmp_path):
     assert structured[0]["method"].startswith("Torch-Pruning")
     assert all(r["final"]["macs"] < r["dense"]["macs"] for r in structured)
     assert "| ours: magnitude |" in out.with_suffix(".md").read_text()
+
+
+def test_sparse_benchmark_writes_speedups_and_break_evens(tmp_path):
+    out = tmp_path / "sp"
+    args = ["--linears", "64x64x8", "--convs", "16x16x3x8x2", "--sparsities", "0.5", "0.9"]
+    result = run_script("benchmarks/bench_sparse.py", *args, "--rounds", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    linear, conv = payload["results"]
+    assert linear["gemm"] == [64, 64, 8] and conv["gemm"] == [16, 144, 128]
+    assert set(linear["rows"][1]["speedup"]) == {"rows", "csr", "bsr16", "bsr32", "bsr64", "masked"}
+    assert set(conv["rows"][1]["speedup"]) == {"rows", "csr"}
+    assert all(v > 0 for row in linear["rows"] for v in row["speedup"].values())
+    assert "| break-even |" in out.with_suffix(".md").read_text()
+    assert "dispatch" not in payload  # custom shapes never write or check the table
+
+
+def test_pruned_models_benchmark_writes_its_report(tmp_path):
+    out = tmp_path / "pm"
+    args = ["--models", "resnet18", "--size", "32", "--batches", "2", "--rounds", "1"]
+    result = run_script("benchmarks/bench_pruned_models.py", *args, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {r["variant"]: r for r in json.loads(out.with_suffix(".json").read_text())["results"]}
+    assert set(rows) == {"dense", "compacted", "sparse_weight"}
+    assert rows["dense"]["mac_reduction"] == 1.0
+    assert 3 < rows["compacted"]["mac_reduction"] < 5  # half the channels: ~a quarter of the MACs
+    assert 8 < rows["sparse_weight"]["mac_reduction"] < 12  # 90 % of the weights
+    assert "| resnet18 | 2 | compacted |" in out.with_suffix(".md").read_text()
+
+
+def test_benchmark_runner_rejects_unknown_suites():
+    result = run_script("benchmarks/run.py", "--suite", "9")
+    assert result.returncode == 2 and "invalid choice: '9'" in result.stderr

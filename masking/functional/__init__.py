@@ -1,13 +1,17 @@
 """Pure tensor functions: the masked ops with their input checks."""
 
 from .gated_conv import ACTIVATIONS, gated_conv2d, resolve_activation
-from .mask_product import mask_product
+from .mask_product import PackedMask, mask_product, pack_mask
+from .masked_linear import masked_linear
 from .partial_conv import partial_conv2d, update_mask2d
 
 __all__ = [
     "ACTIVATIONS",
+    "PackedMask",
     "gated_conv2d",
     "mask_product",
+    "masked_linear",
+    "pack_mask",
     "partial_conv2d",
     "resolve_activation",
     "update_mask2d",

@@ -135,3 +135,70 @@ def pconv_epilogue_(out: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor |
         BLOCK=block,
     )
     return out
+
+
+@triton.jit
+def _mask_product_packed_kernel(
+    x_ptr,
+    bits_ptr,
+    out_ptr,
+    n,
+    length,
+    d1,
+    d2,
+    s0,
+    s1,
+    s2,
+    PACKED: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # x viewed (d0, d1, d2, length); the bits read through broadcast strides (s0, s1, s2) over the
+    # leading dims and, when PACKED, one byte per 8 entries along the last (else always bit 0).
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < n
+    last = offs % length
+    rest = offs // length
+    i2 = rest % d2
+    rest = rest // d2
+    i1 = rest % d1
+    i0 = rest // d1
+    row = i0 * s0 + i1 * s1 + i2 * s2
+    if PACKED:
+        byte = tl.load(bits_ptr + row + last // 8, mask=inside, other=0)
+        bit = (byte >> (last % 8).to(tl.uint8)) & 1
+    else:
+        bit = tl.load(bits_ptr + row, mask=inside, other=0) & 1
+    x = tl.load(x_ptr + offs, mask=inside)
+    tl.store(out_ptr + offs, x * bit.to(x.dtype), mask=inside)
+
+
+def mask_product_packed(x: Tensor, bits: Tensor, length: int) -> Tensor | None:
+    if not x.is_contiguous() or not bits.is_contiguous() or x.numel() == 0 or x.dim() == 0:
+        return None
+    lead = x.shape[:-1]
+    lead_bits = (1,) * (len(lead) - bits.dim() + 1) + tuple(bits.shape[:-1])
+    strides = bits.reshape(*lead_bits, bits.shape[-1]).expand(*lead, bits.shape[-1]).stride()[:-1]
+    dims = _collapse_broadcast(lead, strides)
+    if dims is None:
+        return None
+    (_, s0), (d1, s1), (d2, s2) = dims
+    out = torch.empty_like(x)
+    n = x.numel()
+    _mask_product_packed_kernel[(triton.cdiv(n, _BLOCK),)](
+        x, bits, out, n, x.shape[-1], d1, d2, s0, s1, s2, PACKED=length > 1, BLOCK=_BLOCK
+    )
+    return out
+
+
+# the GEMM kernels live in their own modules; run_kernel looks every kernel up here
+from ._triton_pconv import partial_conv2d_fused  # noqa: E402
+from ._triton_sparse import masked_linear, masked_linear_grad_input  # noqa: E402
+
+__all__ = [
+    "mask_product",
+    "mask_product_packed",
+    "masked_linear",
+    "masked_linear_grad_input",
+    "partial_conv2d_fused",
+    "pconv_epilogue_",
+]

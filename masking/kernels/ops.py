@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import conv_output_size
-from . import reference
+from . import reference, table
 from .dispatch import run_kernel
 from .workspace import scratch_like
 
@@ -180,8 +180,18 @@ def partial_conv2d(
     groups: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Returns the output, ``valid_scale`` (fp32; fp64 for fp64 ``x``) and the new mask (0/1 in
-    ``x``'s dtype), the last two ``(B, 1 or groups, H', W')``."""
+    ``x``'s dtype), the last two ``(B, 1 or groups, H', W')``.
+
+    The fused Triton kernel serves where ``table.choose`` picks it (a measured table or an override);
+    otherwise the convolution runs in torch with the ratio and bias in a fused epilogue.
+    """
     with torch.autocast(x.device.type, enabled=False):
+        if _fused_chosen(x, mask, weight):
+            fused = run_kernel(
+                "partial_conv2d_fused", x, mask, weight, bias, stride, padding, dilation, groups
+            )
+            if fused is not None:
+                return fused
         scale, valid = valid_scale(
             mask, weight.shape, stride, padding, dilation, groups, _scale_dtype(x)
         )
@@ -191,6 +201,20 @@ def partial_conv2d(
         if run_kernel("pconv_epilogue_", out, scale, bias) is None:
             reference.pconv_epilogue_(out, scale, valid, bias)
     return out, scale, valid
+
+
+def _fused_chosen(x: Tensor, mask: Tensor, weight: Tensor) -> bool:
+    b, c_out, c_in, kh, kw = x.shape[0], *weight.shape
+    shape = (c_out, c_in * kh * kw, b * x.shape[2] * x.shape[3])
+
+    def hole_ratio(path: str) -> float | None:
+        # reading the mask back would break a CUDA graph capture: there, only an override picks
+        if path != "fused" or (mask.is_cuda and torch.cuda.is_current_stream_capturing()):
+            return None
+        return 1.0 - mask.float().mean().item()
+
+    choice = table.choose("partial_conv2d", x.device, x.dtype, shape, hole_ratio, "unfused")
+    return choice.path == "fused"
 
 
 @partial_conv2d.register_fake
@@ -262,3 +286,79 @@ def _masked_channel_sum(grad: Tensor, valid: Tensor) -> Tensor:
 
 
 partial_conv2d.register_autograd(_partial_conv2d_backward, setup_context=_partial_conv2d_setup)
+
+# ------------------------------------------------------------------------------- masked linear
+
+
+@torch.library.custom_op("masking::masked_linear", mutates_args=())
+def masked_linear(x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ (weight ⊙ mask)ᵀ + bias`` for a 2-D ``x``; ``mask`` broadcasts to ``weight``.
+
+    The Triton path applies the mask while loading weight tiles and skips tiles whose mask is zero,
+    so ``weight ⊙ mask`` never exists in memory; the reference forms it.
+    """
+    out = run_kernel("masked_linear", x, weight, mask)
+    if out is None:
+        return F.linear(x, reference.mask_product(weight, mask), bias)
+    return out if bias is None else out.add_(bias)
+
+
+@masked_linear.register_fake
+def _(x, weight, mask, bias):
+    return x.new_empty(x.shape[0], weight.shape[0])
+
+
+def _masked_linear_setup(ctx, inputs, output) -> None:
+    x, weight, mask, _bias = inputs
+    ctx.save_for_backward(x, weight, mask)
+
+
+def _masked_linear_backward(ctx, grad: Tensor):
+    x, weight, mask = ctx.saved_tensors
+    need_x, need_weight, need_mask, need_bias = ctx.needs_input_grad
+    grad_x = grad_weight = grad_mask = grad_bias = None
+    if need_x:
+        grad_x = run_kernel("masked_linear_grad_input", grad, weight, mask)
+        if grad_x is None:
+            grad_x = grad @ reference.mask_product(weight, mask)
+    if need_weight or need_mask:
+        # d(W ⊙ M) = gradᵀ x, then split by the product rule
+        grad_product = grad.t() @ x
+        if need_weight:
+            grad_weight = reference.mask_product(grad_product, mask)
+        if need_mask:
+            grad_mask = reference.sum_to_shape(grad_product * weight, mask.shape).to(mask.dtype)
+    if need_bias:
+        grad_bias = grad.sum(0)
+    return grad_x, grad_weight, grad_mask, grad_bias
+
+
+masked_linear.register_autograd(_masked_linear_backward, setup_context=_masked_linear_setup)
+
+# -------------------------------------------------------------------------- bit-packed masks
+
+
+@torch.library.custom_op("masking::mask_product_packed", mutates_args=())
+def mask_product_packed(x: Tensor, bits: Tensor, length: int) -> Tensor:
+    """``x ⊙ mask`` for a mask stored 8 entries per byte along its last dimension (``length``)."""
+    out = run_kernel("mask_product_packed", x, bits, length)
+    return reference.mask_product_packed(x, bits, length) if out is None else out
+
+
+@mask_product_packed.register_fake
+def _(x, bits, length):
+    return torch.empty_like(x)
+
+
+def _packed_setup(ctx, inputs, output) -> None:
+    _x, bits, length = inputs
+    ctx.length = length
+    ctx.save_for_backward(bits)
+
+
+def _packed_backward(ctx, grad: Tensor):
+    (bits,) = ctx.saved_tensors
+    return mask_product_packed(grad, bits, ctx.length), None, None
+
+
+mask_product_packed.register_autograd(_packed_backward, setup_context=_packed_setup)

@@ -54,3 +54,30 @@ def pconv_epilogue_(out: Tensor, scale: Tensor, valid: Tensor, bias: Tensor | No
 
 def _full_precision(t: Tensor) -> bool:
     return t.dtype in (torch.float32, torch.float64)
+
+
+_BIT_WEIGHTS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def pack_bits(mask: Tensor) -> Tensor:
+    """Bool/0-1 ``mask`` packed 8 entries per uint8 along its last dimension, least significant bit
+    first; the last dimension becomes ``ceil(L / 8)``."""
+    length = mask.shape[-1]
+    padded = torch.zeros(
+        *mask.shape[:-1], -(-length // 8) * 8, dtype=torch.uint8, device=mask.device
+    )
+    padded[..., :length] = mask.ne(0)
+    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=mask.device)
+    return (padded.view(*mask.shape[:-1], -1, 8) * weights).sum(-1, dtype=torch.uint8)
+
+
+def unpack_bits(bits: Tensor, length: int) -> Tensor:
+    """The bool mask ``pack_bits`` packed, its last dimension ``length``."""
+    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=bits.device)
+    unpacked = (bits.unsqueeze(-1) & weights).ne(0)
+    return unpacked.flatten(-2)[..., :length]
+
+
+def mask_product_packed(x: Tensor, bits: Tensor, length: int) -> Tensor:
+    """``x ⊙ unpack_bits(bits, length)``, the mask broadcasting to ``x``."""
+    return mask_product(x, unpack_bits(bits, length))

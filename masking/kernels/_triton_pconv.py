@@ -1,0 +1,179 @@
+"""Fused partial convolution in Triton: one kernel for ``conv(x ⊙ m) · ratio + bias · new_mask``.
+
+An implicit GEMM over an NCHW input: each program owns a tile of output pixels of one image and a
+tile of output channels. It first sums the mask over each pixel's window (the valid count, fp32,
+exact for 0/1 masks). **Hole-tile skipping**: when no pixel of the tile sees a valid input, the
+convolution is not computed at all and the tile is written as zeros (no bias either, as the reference
+does for holes). Otherwise it accumulates ``x ⊙ m`` times the weight over ``(kh, kw, C_in)`` in fp32
+and applies the ratio ``window / count`` and the bias in the epilogue. The first output-channel tile
+also writes the fp32 ratio and the new mask, which the backward pass reuses.
+
+Scope: a ``(B, 1, H, W)`` mask, ``groups == 1``, contiguous NCHW fp32/fp16/bf16; anything else returns
+``None`` and the unfused path serves. Checked against the reference under ``TRITON_INTERPRET=1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .._checks import conv_output_size
+
+BLOCK_P, BLOCK_CO, BLOCK_CI = 32, 32, 16
+MIN_VALID_COUNT = 1e-6  # as ops.MIN_VALID_COUNT
+
+
+@triton.jit
+def _pconv_kernel(
+    x_ptr,
+    m_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    scale_ptr,
+    valid_ptr,
+    C_IN,
+    H,
+    W,
+    C_OUT,
+    OH,
+    OW,
+    KH,
+    KW,
+    SH,
+    SW,
+    PH,
+    PW,
+    DH,
+    DW,
+    window,
+    min_count,
+    HAS_BIAS: tl.constexpr,
+    IEEE: tl.constexpr,
+    BP: tl.constexpr,
+    BCO: tl.constexpr,
+    BCI: tl.constexpr,
+):
+    pid_p = tl.program_id(0)
+    pid_co = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    p = pid_p * BP + tl.arange(0, BP)
+    p_ok = p < OH * OW
+    oh = p // OW
+    ow = p % OW
+    mask_base = m_ptr + b * H * W
+    # valid count of every pixel's window
+    count = tl.zeros((BP,), dtype=tl.float32)
+    for kh in range(0, KH):
+        ih = oh * SH - PH + kh * DH
+        for kw in range(0, KW):
+            iw = ow * SW - PW + kw * DW
+            inb = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            count += tl.load(mask_base + ih * W + iw, mask=inb, other=0).to(tl.float32)
+    valid = count >= min_count
+    co = pid_co * BCO + tl.arange(0, BCO)
+    co_ok = co < C_OUT
+    acc = tl.zeros((BP, BCO), dtype=tl.float32)
+    if tl.max(valid.to(tl.int32), axis=0) > 0:  # else: an all-hole tile, skip the convolution
+        x_base = x_ptr + b * C_IN * H * W
+        for kh in range(0, KH):
+            ih = oh * SH - PH + kh * DH
+            for kw in range(0, KW):
+                iw = ow * SW - PW + kw * DW
+                inb = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                m = tl.load(mask_base + ih * W + iw, mask=inb, other=0)
+                pix = ih * W + iw
+                for c0 in range(0, C_IN, BCI):
+                    ci = c0 + tl.arange(0, BCI)
+                    ci_ok = ci < C_IN
+                    xt = tl.load(
+                        x_base + ci[None, :].to(tl.int64) * H * W + pix[:, None],
+                        mask=inb[:, None] & ci_ok[None, :],
+                        other=0.0,
+                    )
+                    # x ⊙ m as mask_product: in fp32, rounded once to x's dtype
+                    xt = (xt.to(tl.float32) * m[:, None].to(tl.float32)).to(xt.dtype)
+                    wt = tl.load(
+                        w_ptr + ((co[None, :] * C_IN + ci[:, None]) * KH + kh) * KW + kw,
+                        mask=ci_ok[:, None] & co_ok[None, :],
+                        other=0.0,
+                    )
+                    if IEEE:
+                        acc += tl.dot(xt, wt, input_precision="ieee")
+                    else:
+                        acc += tl.dot(xt, wt)
+    scale = tl.where(valid, window / tl.maximum(count, min_count), 0.0)
+    out = acc * scale[:, None]
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + co, mask=co_ok, other=0.0).to(tl.float32)
+        out += tl.where(valid[:, None], bias[None, :], 0.0)
+    out_offs = (b * C_OUT + co[None, :].to(tl.int64)) * OH * OW + p[:, None]
+    tl.store(
+        out_ptr + out_offs, out.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & co_ok[None, :]
+    )
+    if pid_co == 0:
+        tl.store(scale_ptr + b * OH * OW + p, scale, mask=p_ok)
+        tl.store(valid_ptr + b * OH * OW + p, valid.to(valid_ptr.dtype.element_ty), mask=p_ok)
+
+
+def partial_conv2d_fused(
+    x: Tensor,
+    mask: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """``(out, scale, new_mask)`` as ``ops.partial_conv2d`` returns them, or ``None`` outside scope."""
+    if (
+        groups != 1
+        or mask.shape[1] != 1
+        or x.dtype not in (torch.float32, torch.float16, torch.bfloat16)
+        or weight.dtype != x.dtype
+        or not (x.is_contiguous() and weight.is_contiguous())
+        or x.numel() == 0
+    ):
+        return None
+    m = mask.contiguous()
+    m = m.view(torch.uint8) if m.dtype == torch.bool else m
+    b, c_in, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    out_h, out_w = conv_output_size((h, w), (kh, kw), stride, padding, dilation)
+    out = torch.empty(b, c_out, out_h, out_w, dtype=x.dtype, device=x.device)
+    scale = torch.empty(b, 1, out_h, out_w, dtype=torch.float32, device=x.device)
+    valid = torch.empty(b, 1, out_h, out_w, dtype=x.dtype, device=x.device)
+    grid = (triton.cdiv(out_h * out_w, BLOCK_P), triton.cdiv(c_out, BLOCK_CO), b)
+    _pconv_kernel[grid](
+        x,
+        m,
+        weight,
+        bias if bias is not None else weight,
+        out,
+        scale,
+        valid,
+        c_in,
+        h,
+        w,
+        c_out,
+        out_h,
+        out_w,
+        kh,
+        kw,
+        *stride,
+        *padding,
+        *dilation,
+        float(kh * kw),
+        MIN_VALID_COUNT,
+        HAS_BIAS=bias is not None,
+        IEEE=x.dtype == torch.float32,
+        BP=BLOCK_P,
+        BCO=BLOCK_CO,
+        BCI=BLOCK_CI,
+    )
+    return out, scale, valid
