@@ -74,14 +74,23 @@ class MaskSource(nn.Module):
         self.register_buffer("keep", torch.ones(shape, dtype=torch.bool))
         # The latest magnitude importance (refreshed by the pruner); not needed to resume.
         self.register_buffer("magnitude", magnitude.detach().float().clone(), persistent=False)
+        self._keep_float: tuple[tuple, Tensor] | None = None
 
     def importance(self) -> Tensor:
         """Higher survives; compared across sources for global allocation."""
         return self.magnitude
 
+    def keep_float(self) -> Tensor:
+        """``keep`` as a float tensor, converted again only after ``keep`` changed: the masks of a
+        training step are recomputed every few steps, not every step. Do not modify it."""
+        key = (self.keep._version, self.keep.data_ptr(), self.keep.device)
+        if self._keep_float is None or self._keep_float[0] != key:
+            self._keep_float = (key, self.keep.float())
+        return self._keep_float[1]
+
     def mask(self, weight: Tensor | None, resample: bool) -> Tensor:
         """The mask at this source's granularity (float, values in [0, 1])."""
-        return self.keep.float()
+        return self.keep_float()
 
     def penalty(self) -> tuple[Tensor, int] | None:
         """``(sum, count)`` of the estimator's penalty terms, or None."""
@@ -123,7 +132,22 @@ class MovementMask(MaskSource):
         return self.scores.detach()
 
     def mask(self, weight: Tensor | None, resample: bool) -> Tensor:
-        return self.keep.float() + (self.scores - self.scores.detach())
+        return _StraightThrough.apply(self.keep_float(), self.scores)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the hard mask, without touching the scores; backward: its gradient to the scores.
+
+    Equal to ``hard + (scores - scores.detach())`` with none of its three full-size passes.
+    """
+
+    @staticmethod
+    def forward(ctx, hard: Tensor, scores: Tensor) -> Tensor:
+        return hard.view_as(hard)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:
+        return None, grad
 
 
 class HardConcreteMask(MaskSource):
@@ -186,7 +210,7 @@ class HardConcreteMask(MaskSource):
         return (s * (self.high - self.low) + self.low).clamp(0.0, 1.0)
 
     def mask(self, weight: Tensor | None, resample: bool) -> Tensor:
-        return self.keep.float() * self.gate(resample)
+        return self.keep_float() * self.gate(resample)
 
     def penalty(self) -> tuple[Tensor, int]:
         shift = self.temperature * math.log(-self.low / self.high)
@@ -223,7 +247,7 @@ class STRMask(MaskSource):
 
     def mask(self, weight: Tensor | None, resample: bool) -> Tensor:
         size = weight.abs().float() if weight is not None else self.magnitude
-        return self.keep.float() * torch.relu(1.0 - self.threshold() / size.clamp_min(1e-12))
+        return self.keep_float() * torch.relu(1.0 - self.threshold() / size.clamp_min(1e-12))
 
     def penalty(self) -> tuple[Tensor, int]:
         return self.s.square(), 1
