@@ -163,9 +163,9 @@ class Packed:
             out = x.new_zeros(x.shape[0], self.shape[0])
             return out.index_copy_(1, kept, F.linear(x, kept_weight)) if kept.numel() else out
         if path.startswith("triton_bsr"):
-            from . import _triton_sparse
+            from . import ops
 
-            return _triton_sparse.bsr_linear(x.contiguous(), *data, self.shape[0])
+            return ops.bsr_linear(x.contiguous(), *data, self.shape[0])
         # (W xᵀ)ᵀ: MKL and cuSPARSE multiply a sparse left operand
         return torch.sparse.mm(data[0], x.t().contiguous()).t()
 

@@ -19,6 +19,7 @@ from .graph import ChannelGroup, CompactionError, Member, channel_groups
 from .masks import HadamardMask, bake, mask_sources, masked_tensors
 from .pruner import PRUNABLE_TYPES, Pruner, select_modules
 from .schedule import SCHEDULES, SparsitySchedule
+from .sparsify import SparseConv2d, SparseLinear, sparsify
 
 __all__ = [
     "ESTIMATORS",
@@ -31,6 +32,8 @@ __all__ = [
     "MaskSource",
     "Member",
     "Pruner",
+    "SparseConv2d",
+    "SparseLinear",
     "SparsitySchedule",
     "bake",
     "channel_groups",
@@ -42,4 +45,5 @@ __all__ = [
     "masked_tensors",
     "parse_granularity",
     "select_modules",
+    "sparsify",
 ]

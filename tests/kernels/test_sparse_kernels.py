@@ -82,7 +82,10 @@ def test_bsr_kernel_matches_dense(dtype, block, rows):
     x = torch.randn(rows, 3 * block, device=DEVICE).to(dtype)
     packed = sparse.Packed(weight, f"triton_bsr{block}")
     expected = x.float() @ weight.float().t()
-    torch.testing.assert_close(packed(x).float(), expected, **TOL[dtype])
+    with kernels.backend("triton"):
+        torch.testing.assert_close(packed(x).float(), expected, **TOL[dtype])
+    with kernels.backend("reference"):  # the op's reference: the dense product of the blocks
+        torch.testing.assert_close(packed(x).float(), expected, **TOL[dtype])
 
 
 @pytest.mark.parametrize(
@@ -181,6 +184,9 @@ def test_new_ops_have_fake_implementations():
         assert ops.masked_linear(x, w, torch.empty(5, 1), None).shape == (7, 5)
         bits = torch.empty(7, 2, dtype=torch.uint8)
         assert ops.mask_product_packed(x, bits, 12).shape == x.shape
+        index = torch.empty(3, dtype=torch.int32)
+        values = torch.empty(2, 16, 16)
+        assert ops.bsr_linear(torch.empty(7, 32), index, index, values, 32).shape == (7, 32)
 
 
 def test_masked_linear_under_torch_compile():
