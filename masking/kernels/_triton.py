@@ -191,13 +191,14 @@ def mask_product_packed(x: Tensor, bits: Tensor, length: int) -> Tensor | None:
 
 
 # the GEMM kernels live in their own modules; run_kernel looks every kernel up here
-from ._triton_pconv import partial_conv2d_fused  # noqa: E402
+from ._triton_pconv import masked_conv2d, partial_conv2d_fused  # noqa: E402
 from ._triton_sparse import bsr_linear, masked_linear, masked_linear_grad_input  # noqa: E402
 
 __all__ = [
     "bsr_linear",
     "mask_product",
     "mask_product_packed",
+    "masked_conv2d",
     "masked_linear",
     "masked_linear_grad_input",
     "partial_conv2d_fused",

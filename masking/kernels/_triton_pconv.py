@@ -1,4 +1,6 @@
-"""Fused partial convolution in Triton: one kernel for ``conv(x ⊙ m) · ratio + bias · new_mask``.
+"""Convolution kernels in Triton: the fused partial convolution and the masked-weight convolution.
+
+**Fused partial convolution**: one kernel for ``conv(x ⊙ m) · ratio + bias · new_mask``.
 
 An implicit GEMM over an NCHW input: each program owns a tile of output pixels of one image and a
 tile of output channels. It first sums the mask over each pixel's window (the valid count, fp32,
@@ -10,6 +12,9 @@ also writes the fp32 ratio and the new mask, which the backward pass reuses.
 
 Scope: a ``(B, 1, H, W)`` mask, ``groups == 1``, contiguous NCHW fp32/fp16/bf16; anything else returns
 ``None`` and the unfused path serves. Checked against the reference under ``TRITON_INTERPRET=1``.
+
+**Masked-weight convolution**: ``conv(x, W ⊙ M)`` for learned weight masks, the same implicit GEMM
+with the mask applied as each weight tile is loaded; a tile whose mask is all zero is skipped.
 """
 
 from __future__ import annotations
@@ -177,3 +182,140 @@ def partial_conv2d_fused(
         BCI=BLOCK_CI,
     )
     return out, scale, valid
+
+
+@triton.jit
+def _masked_conv_kernel(
+    x_ptr,
+    w_ptr,
+    m_ptr,
+    b_ptr,
+    out_ptr,
+    C_IN,
+    H,
+    W,
+    C_OUT,
+    OH,
+    OW,
+    KH,
+    KW,
+    SH,
+    SW,
+    PH,
+    PW,
+    DH,
+    DW,
+    smo,
+    smi,
+    smh,
+    smw,
+    HAS_BIAS: tl.constexpr,
+    IEEE: tl.constexpr,
+    BP: tl.constexpr,
+    BCO: tl.constexpr,
+    BCI: tl.constexpr,
+):
+    # conv(x, W ⊙ M) as an implicit GEMM; the mask is read through broadcast strides (0 along its
+    # broadcast dims) while each weight tile is loaded, and a tile whose mask is all zero is skipped
+    # before x or W is read.
+    pid_p = tl.program_id(0)
+    pid_co = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    p = pid_p * BP + tl.arange(0, BP)
+    p_ok = p < OH * OW
+    oh = p // OW
+    ow = p % OW
+    co = pid_co * BCO + tl.arange(0, BCO)
+    co_ok = co < C_OUT
+    acc = tl.zeros((BP, BCO), dtype=tl.float32)
+    x_base = x_ptr + b * C_IN * H * W
+    for kh in range(0, KH):
+        ih = oh * SH - PH + kh * DH
+        for kw in range(0, KW):
+            iw = ow * SW - PW + kw * DW
+            inb = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            pix = ih * W + iw
+            for c0 in range(0, C_IN, BCI):
+                ci = c0 + tl.arange(0, BCI)
+                tile_ok = (ci < C_IN)[:, None] & co_ok[None, :]
+                m = tl.load(
+                    m_ptr + co[None, :] * smo + ci[:, None] * smi + kh * smh + kw * smw,
+                    mask=tile_ok,
+                    other=0,
+                ).to(tl.float32)
+                if tl.max(tl.max(tl.abs(m), axis=1), axis=0) > 0:
+                    wt = tl.load(
+                        w_ptr + ((co[None, :] * C_IN + ci[:, None]) * KH + kh) * KW + kw,
+                        mask=tile_ok,
+                        other=0.0,
+                    )
+                    wt = (wt.to(tl.float32) * m).to(wt.dtype)  # as mask_product: one rounding
+                    xt = tl.load(
+                        x_base + ci[None, :].to(tl.int64) * H * W + pix[:, None],
+                        mask=inb[:, None] & (ci < C_IN)[None, :],
+                        other=0.0,
+                    )
+                    if IEEE:
+                        acc += tl.dot(xt, wt, input_precision="ieee")
+                    else:
+                        acc += tl.dot(xt, wt)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
+    out_offs = (b * C_OUT + co[None, :].to(tl.int64)) * OH * OW + p[:, None]
+    tl.store(
+        out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & co_ok[None, :]
+    )
+
+
+def masked_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    mask: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> Tensor | None:
+    """``conv2d(x, weight ⊙ mask, bias)`` without forming ``weight ⊙ mask``, or ``None`` outside
+    scope (``groups != 1``, non-contiguous NCHW, dtypes other than fp32/fp16/bf16)."""
+    if (
+        groups != 1
+        or x.dtype not in (torch.float32, torch.float16, torch.bfloat16)
+        or weight.dtype != x.dtype
+        or not (x.is_contiguous() and weight.is_contiguous())
+        or x.numel() == 0
+    ):
+        return None
+    m = mask.view(torch.uint8) if mask.dtype == torch.bool else mask
+    m = m.expand(weight.shape)
+    b, c_in, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    out_h, out_w = conv_output_size((h, w), (kh, kw), stride, padding, dilation)
+    out = torch.empty(b, c_out, out_h, out_w, dtype=x.dtype, device=x.device)
+    grid = (triton.cdiv(out_h * out_w, BLOCK_P), triton.cdiv(c_out, BLOCK_CO), b)
+    _masked_conv_kernel[grid](
+        x,
+        weight,
+        m,
+        bias if bias is not None else weight,
+        out,
+        c_in,
+        h,
+        w,
+        c_out,
+        out_h,
+        out_w,
+        kh,
+        kw,
+        *stride,
+        *padding,
+        *dilation,
+        *m.stride(),
+        HAS_BIAS=bias is not None,
+        IEEE=x.dtype == torch.float32,
+        BP=BLOCK_P,
+        BCO=BLOCK_CO,
+        BCI=BLOCK_CI,
+    )
+    return out

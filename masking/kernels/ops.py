@@ -384,3 +384,70 @@ def bsr_linear(x: Tensor, crow: Tensor, col: Tensor, values: Tensor, out_feature
 @bsr_linear.register_fake
 def _(x, crow, col, values, out_features):
     return x.new_empty(x.shape[0], out_features)
+
+
+# ------------------------------------------------------------------------------- masked conv2d
+
+
+@torch.library.custom_op("masking::masked_conv2d", mutates_args=())
+def masked_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    mask: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> Tensor:
+    """``conv2d(x, weight ⊙ mask, bias)``; the Triton path applies the mask while loading weight
+    tiles and skips tiles whose mask is zero (``weight ⊙ mask`` is formed only in the backward)."""
+    out = run_kernel("masked_conv2d", x, weight, mask, bias, stride, padding, dilation, groups)
+    if out is None:
+        product = reference.mask_product(weight, mask)
+        out = conv2d(x, product, bias, stride, padding, dilation, groups)
+    return out
+
+
+@masked_conv2d.register_fake
+def _(x, weight, mask, bias, stride, padding, dilation, groups):
+    out_h, out_w = _output_size(x, weight, stride, padding, dilation)
+    return x.new_empty((x.shape[0], weight.shape[0], out_h, out_w))
+
+
+def _masked_conv2d_setup(ctx, inputs, output) -> None:
+    x, weight, mask, _bias, stride, padding, dilation, groups = inputs
+    ctx.conv_args = (list(stride), list(padding), list(dilation), groups)
+    ctx.save_for_backward(x, weight, mask)
+
+
+def _masked_conv2d_backward(ctx, grad: Tensor):
+    x, weight, mask = ctx.saved_tensors
+    need_x, need_weight, need_mask, need_bias = ctx.needs_input_grad[:4]
+    stride, padding, dilation, groups = ctx.conv_args
+    grad_x = grad_weight = grad_mask = grad_bias = None
+    if need_x or need_weight or need_mask:
+        product = reference.mask_product(weight, mask)
+        grad_x, grad_product, _ = torch.ops.aten.convolution_backward(
+            grad,
+            x,
+            product,
+            None,
+            stride,
+            padding,
+            dilation,
+            False,
+            [0, 0],
+            groups,
+            [need_x, need_weight or need_mask, False],
+        )
+        if need_weight:
+            grad_weight = reference.mask_product(grad_product, mask)
+        if need_mask:
+            grad_mask = reference.sum_to_shape(grad_product * weight, mask.shape).to(mask.dtype)
+    if need_bias:
+        grad_bias = grad.sum((0, 2, 3))
+    return grad_x, grad_weight, grad_mask, grad_bias, None, None, None, None
+
+
+masked_conv2d.register_autograd(_masked_conv2d_backward, setup_context=_masked_conv2d_setup)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masking import PackedMask, mask_product, masked_linear, pack_mask
+from masking import PackedMask, mask_product, masked_conv2d, masked_linear, pack_mask
 
 
 @pytest.mark.parametrize("mask_shape", [(6, 10), (6, 1), (1, 10)], ids=str)
@@ -77,3 +77,28 @@ def test_pack_mask_rejects_soft_masks_and_scalars():
     assert isinstance(pack_mask(torch.tensor([0.0, 1.0])), PackedMask)
     with pytest.raises(ValueError, match=r"mask of shape \(3,\) does not broadcast"):
         mask_product(torch.ones(2, 4), pack_mask(torch.ones(3, dtype=torch.bool)))
+
+
+@pytest.mark.parametrize("mask_shape", [(6, 4, 3, 3), (6, 1, 1, 1), (1, 4, 1, 1)], ids=str)
+def test_masked_conv2d_is_conv2d_on_the_masked_weight(mask_shape):
+    x = torch.randn(2, 4, 9, 7, requires_grad=True)
+    weight = torch.randn(6, 4, 3, 3, requires_grad=True)
+    bias = torch.randn(6, requires_grad=True)
+    mask = torch.rand(mask_shape, requires_grad=True)
+    geometry = {"stride": 2, "padding": 1, "dilation": (1, 2)}
+    out = masked_conv2d(x, weight, mask, bias, **geometry)
+    expected = F.conv2d(x, weight * mask, bias, **geometry)
+    torch.testing.assert_close(out, expected)
+    leaves = (x, weight, mask, bias)
+    got = torch.autograd.grad(out.square().sum(), leaves)
+    want = torch.autograd.grad(expected.square().sum(), leaves)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_masked_conv2d_bad_mask_names_the_argument():
+    x, weight = torch.randn(1, 4, 5, 5), torch.randn(6, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"mask of shape \(6, 4\) does not broadcast to weight"):
+        masked_conv2d(x, weight, torch.ones(6, 4))
+    with pytest.raises(ValueError, match="expects 4 input channels"):
+        masked_conv2d(torch.randn(1, 3, 5, 5), weight, torch.ones(6, 1, 1, 1))

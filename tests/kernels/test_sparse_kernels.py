@@ -12,7 +12,14 @@ if not torch.cuda.is_available():
 
 triton = pytest.importorskip("triton")
 
-from masking import PartialConv2d, kernels, mask_product, masked_linear, pack_mask  # noqa: E402
+from masking import (  # noqa: E402
+    PartialConv2d,
+    kernels,
+    mask_product,
+    masked_conv2d,
+    masked_linear,
+    pack_mask,
+)
 from masking.kernels import _triton, _triton_pconv, _triton_sparse, ops, sparse, table  # noqa: E402
 from tests.oracle import blob_mask  # noqa: E402
 
@@ -187,6 +194,9 @@ def test_new_ops_have_fake_implementations():
         index = torch.empty(3, dtype=torch.int32)
         values = torch.empty(2, 16, 16)
         assert ops.bsr_linear(torch.empty(7, 32), index, index, values, 32).shape == (7, 32)
+        w = torch.empty(6, 4, 3, 3)
+        out = ops.masked_conv2d(torch.empty(2, 4, 9, 9), w, w, None, [2, 2], [1, 1], [1, 1], 1)
+        assert out.shape == (2, 6, 5, 5)
 
 
 def test_masked_linear_under_torch_compile():
@@ -194,3 +204,31 @@ def test_masked_linear_under_torch_compile():
     mask = torch.rand(8, 16) > 0.5
     compiled = torch.compile(lambda a: masked_linear(a, w, mask), backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), F.linear(x, w * mask))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("mask_shape", [(7, 5, 3, 3), (7, 1, 1, 1), (1, 5, 1, 1)], ids=str)
+def test_masked_conv_kernel_matches_the_reference(dtype, mask_shape):
+    x = torch.randn(2, 5, 11, 9, device=DEVICE).to(dtype)
+    weight = torch.randn(7, 5, 3, 3, device=DEVICE).to(dtype)
+    bias = torch.randn(7, device=DEVICE).to(dtype)
+    mask = torch.rand(mask_shape, device=DEVICE) > 0.5
+    args = ((2, 1), (1, 2), (1, 2), 1)
+    got = _triton_pconv.masked_conv2d(x, weight, mask, bias, *args)
+    expected = F.conv2d(x.float(), weight.float() * mask, bias.float(), *args)
+    torch.testing.assert_close(got.float(), expected, **TOL[dtype])
+
+
+def test_masked_conv_op_gradients_through_triton():
+    x = torch.randn(2, 4, 8, 8, device=DEVICE, requires_grad=True)
+    weight = torch.randn(6, 4, 3, 3, device=DEVICE, requires_grad=True)
+    mask = torch.rand(6, 4, 1, 1, device=DEVICE, requires_grad=True)
+    leaves = (x, weight, mask)
+    expected = F.conv2d(x, weight * mask, padding=1)
+    want = torch.autograd.grad(expected.square().sum(), leaves)
+    with kernels.backend("triton"):
+        out = masked_conv2d(x, weight, mask, padding=1)
+        got = torch.autograd.grad(out.square().sum(), leaves)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
