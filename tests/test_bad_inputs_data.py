@@ -7,6 +7,7 @@ The core ops (mask and image tensors) have their own catalogue in tests/test_bad
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -716,6 +717,20 @@ def test_predict_into_a_read_only_folder(tmp_path):
             predict(tmp_path, output=locked / "sub")
     finally:
         locked.chmod(0o700)
+
+
+ROOT_LOCKED = Path("/proc/1")  # a procfs folder: not writable even for root
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not ROOT_LOCKED.is_dir() or os.access(ROOT_LOCKED, os.W_OK),
+    reason="the root variant needs Linux procfs; other users run the chmod test above",
+)
+def test_predict_into_a_folder_that_root_cannot_write(tmp_path):
+    with pytest.raises(PermissionError, match=r"output folder '/proc/1' is not writable"):
+        predict(tmp_path, output=ROOT_LOCKED)
+    with pytest.raises(OSError, match=r"output folder '/proc/1/out' cannot be created"):
+        predict(tmp_path, output=ROOT_LOCKED / "out")
 
 
 def test_prefixed_lightning_state_dict_loads(tmp_path):

@@ -1,6 +1,6 @@
-"""Half-precision properties of the masked ops on CPU: fp16 and bf16 tensors, and fp32 tensors under
-``torch.autocast``, over random geometries, groups and masks (all hole, all valid, one valid pixel,
-random, soft), against the float64 oracle.
+"""Half-precision properties of the masked ops on CPU, and on CUDA when there is one: fp16 and bf16
+tensors, and fp32 tensors under ``torch.autocast``, over random geometries, groups and masks (all
+hole, all valid, one valid pixel, random, soft), against the float64 oracle.
 
 ``test_partial_conv_properties.py`` pins the fp32/fp64/bf16 forward of ``partial_conv2d``; this file
 adds fp16, autocast, gradients, the updated masks, ``gated_conv2d``, ``mask_product`` and the layers.
@@ -39,6 +39,8 @@ SMOOTH = {"elu", "gelu", "silu", "tanh", "none"}
 PHI_SLOPE, PHI_CURVATURE = 1.2, 1.0
 SIGMOID_SLOPE, SIGMOID_CURVATURE = 0.25, 0.1
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# the CUDA runs check the Triton kernels and cuDNN under the same bounds; skipped without a GPU
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 def roundoff(dtype: torch.dtype) -> float:
@@ -56,7 +58,9 @@ def assert_within(actual: Tensor | None, exact: Tensor, bound: Tensor, dtype, wh
     assert excess <= 1, f"{what}: error {error.max().item():.3g} is {excess:.2f}x its bound"
 
 
-def make_mask(kind: str, shape, dtype: torch.dtype, g: torch.Generator, density: float) -> Tensor:
+def make_mask(
+    kind: str, shape, dtype: torch.dtype, g: torch.Generator, density: float, device="cpu"
+) -> Tensor:
     """A mask of ``kind``; "one" has a single valid element per image, "soft" holds quarters."""
     if kind == "hole":
         mask = torch.zeros(shape)
@@ -70,7 +74,7 @@ def make_mask(kind: str, shape, dtype: torch.dtype, g: torch.Generator, density:
         mask = (torch.rand(shape, generator=g) < density).float()
     else:
         mask = torch.randint(0, 5, shape, generator=g) / 4  # exact in every float dtype
-    return mask.to(dtype)
+    return mask.to(device=device, dtype=dtype)
 
 
 @st.composite
@@ -102,14 +106,14 @@ def conv_cases(draw, *, out_per_group: int = 1):
     }
 
 
-def precision(case) -> tuple[contextlib.AbstractContextManager, torch.dtype]:
+def precision(case, device: str) -> tuple[contextlib.AbstractContextManager, torch.dtype]:
     """The context to run in and the dtype of the leaves: fp32 under autocast, else half."""
     if case["autocast"]:
-        return torch.autocast("cpu", dtype=case["dtype"]), torch.float32
+        return torch.autocast(device, dtype=case["dtype"]), torch.float32
     return contextlib.nullcontext(), case["dtype"]
 
 
-def leaves(case, g: torch.Generator, weight_rows: int, leaf_dtype: torch.dtype):
+def leaves(case, g: torch.Generator, weight_rows: int, leaf_dtype: torch.dtype, device: str):
     """x, weight and bias, as values representable in ``leaf_dtype``, requiring grad."""
     b, c_in, (h, w) = case["batch"], case["c_in"], case["size"]
     groups = case["geometry"][3]
@@ -117,7 +121,8 @@ def leaves(case, g: torch.Generator, weight_rows: int, leaf_dtype: torch.dtype):
     weight = 0.5 * torch.randn(weight_rows, c_in // groups, *case["kernel"], generator=g)
     bias = torch.randn(weight_rows, generator=g) if case["bias"] else None
     return tuple(
-        None if t is None else t.to(leaf_dtype).requires_grad_() for t in (x, weight, bias)
+        None if t is None else t.to(device=device, dtype=leaf_dtype).requires_grad_()
+        for t in (x, weight, bias)
     )
 
 
@@ -160,19 +165,20 @@ def mask_product_cases(draw):
     }
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @SETTINGS
 @given(mask_product_cases())
-def test_mask_product_in_half_precision(case):
+def test_mask_product_in_half_precision(device, case):
     g = torch.Generator().manual_seed(case["seed"])
-    context, leaf_dtype = precision(case)
-    x = torch.randn(case["shape"], generator=g).to(leaf_dtype).requires_grad_()
+    context, leaf_dtype = precision(case, device)
+    x = torch.randn(case["shape"], generator=g).to(device=device, dtype=leaf_dtype).requires_grad_()
     shape = torch.Size(case["mask_shape"])
-    mask = make_mask(case["mask_kind"], shape, case["mask_dtype"], g, density=0.5)
+    mask = make_mask(case["mask_kind"], shape, case["mask_dtype"], g, 0.5, device)
     if mask.is_floating_point():
         mask.requires_grad_()
     with context:
         out = mask_product(x, mask)
-    upstream = torch.randn(out.shape, generator=g)
+    upstream = torch.randn(out.shape, generator=g).to(device)
     (out.float() * upstream).sum().backward()
 
     # elementwise, so autocast leaves it alone; and keeping or zeroing a value is exact
@@ -196,17 +202,18 @@ def test_mask_product_in_half_precision(case):
 # ------------------------------------------------------------------------------------ partial conv
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @SETTINGS
 @given(conv_cases(), st.booleans())
-def test_partial_conv2d_in_half_precision(case, multi_channel):
+def test_partial_conv2d_in_half_precision(device, case, multi_channel):
     g = torch.Generator().manual_seed(case["seed"])
-    context, leaf_dtype = precision(case)
+    context, leaf_dtype = precision(case, device)
     stride, padding, dilation, groups = case["geometry"]
-    x, weight, bias = leaves(case, g, case["c_out"], leaf_dtype)
+    x, weight, bias = leaves(case, g, case["c_out"], leaf_dtype, device)
     mask_channels = case["c_in"] if multi_channel else 1
     mask_dtype = torch.float32 if case["mask_kind"] == "soft" else torch.bool
     mask_shape = torch.Size((case["batch"], mask_channels, *case["size"]))
-    mask = make_mask(case["mask_kind"], mask_shape, mask_dtype, g, case["density"])
+    mask = make_mask(case["mask_kind"], mask_shape, mask_dtype, g, case["density"], device)
     if mask.is_floating_point():
         mask.requires_grad_()  # documented as a constant: it must receive no gradient
 
@@ -222,6 +229,7 @@ def test_partial_conv2d_in_half_precision(case, multi_channel):
             case["bias"],
             multi_channel=multi_channel,
             dtype=leaf_dtype,
+            device=device,
         )
         with torch.no_grad():
             layer.weight.copy_(weight)
@@ -248,7 +256,7 @@ def test_partial_conv2d_in_half_precision(case, multi_channel):
 
     with context:
         out, new_mask = conv(x, mask)
-    upstream = torch.randn(out.shape, generator=g)
+    upstream = torch.randn(out.shape, generator=g).to(device)
     (out.float() * upstream).sum().backward()
 
     assert out.dtype == case["dtype"]
@@ -335,15 +343,16 @@ def gated_bounds(x, weight, bias, geometry, phi, upstream: Tensor) -> dict[str, 
     return {"out": out_bound.reshape(b, -1, h, w), "grads": grads(xa, wa, ba)}
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @SETTINGS
 @given(conv_cases(), st.sampled_from(sorted(ACTIVATIONS)))
-def test_gated_conv2d_in_half_precision(case, activation):
+def test_gated_conv2d_in_half_precision(device, case, activation):
     g = torch.Generator().manual_seed(case["seed"])
-    context, leaf_dtype = precision(case)
+    context, leaf_dtype = precision(case, device)
     stride, padding, dilation, groups = case["geometry"]
-    x, weight, bias = leaves(case, g, 2 * case["c_out"], leaf_dtype)
+    x, weight, bias = leaves(case, g, 2 * case["c_out"], leaf_dtype, device)
     mask_shape = torch.Size((case["batch"], 1, *case["size"]))
-    mask = make_mask(case["mask_kind"], mask_shape, torch.float32, g, case["density"])
+    mask = make_mask(case["mask_kind"], mask_shape, torch.float32, g, case["density"], device)
 
     if case["via_layer"]:
         layer = GatedConv2d(
@@ -357,6 +366,7 @@ def test_gated_conv2d_in_half_precision(case, activation):
             case["bias"],
             activation=activation,
             dtype=leaf_dtype,
+            device=device,
         )
         with torch.no_grad():
             layer.weight.copy_(weight)
@@ -373,7 +383,7 @@ def test_gated_conv2d_in_half_precision(case, activation):
             out = gated_conv2d(
                 x, weight, bias, stride, padding, dilation, groups, activation=activation
             )
-    upstream = torch.randn(out.shape, generator=g)
+    upstream = torch.randn(out.shape, generator=g).to(device)
     (out.float() * upstream).sum().backward()
     assert out.dtype == case["dtype"]
 
