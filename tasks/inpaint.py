@@ -16,7 +16,7 @@ from masking.pruning import Pruner
 
 from .io import save_image
 from .losses import InpaintingLoss, hinge_discriminator_loss, hinge_generator_loss
-from .metrics import InpaintingMetrics
+from .metrics import InpaintingMetrics, PerceptualMetrics
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class InpaintingTask(pl.LightningModule):
         lr_schedule: str = "constant",
         pruner: Pruner | None = None,
         mask_lr: float = 1e-2,
+        perceptual: PerceptualMetrics | None = None,
     ) -> None:
         super().__init__()
         if discriminator is not None and d_optimizer is None:
@@ -95,6 +96,8 @@ class InpaintingTask(pl.LightningModule):
         self.sample_dir = None if sample_dir is None else Path(sample_dir)
         self.samples = samples
         self.val_metrics = InpaintingMetrics()
+        # LPIPS/FID: kept out of the module tree, so their networks stay out of checkpoints
+        self.__dict__["perceptual"] = perceptual if perceptual and perceptual.enabled else None
         self.automatic_optimization = discriminator is None
         self._mask_rng: torch.Generator | None = None
         self._val_seen = 0
@@ -230,6 +233,8 @@ class InpaintingTask(pl.LightningModule):
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
         composite = mask_product(images, masks) + mask_product(outputs[-1].clamp(0, 1), 1 - masks)
         self.val_metrics.update(composite, images, masks, bins)
+        if self.perceptual is not None:
+            self.perceptual.to(composite.device).update(composite, images)
         if batch_idx == 0:
             self._save_samples(images, masks, outputs[-1], composite)
 
@@ -240,6 +245,9 @@ class InpaintingTask(pl.LightningModule):
         # already over every process (torchmetrics syncs its states); sync_dist keeps Lightning
         # from warning, and a mean of equal values changes nothing
         self.log("val/psnr", values.pop("val/psnr"), prog_bar=True, sync_dist=True)
+        if self.perceptual is not None:
+            values.update({f"val/{k}": v for k, v in self.perceptual.compute().items()})
+            self.perceptual.reset()
         self.log_dict(values, sync_dist=True)
         self.val_metrics.reset()
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
@@ -15,6 +17,7 @@ from torchmetrics.functional.image import (
 from masking.generators import HOLE_RATIO_BINS, bin_name
 
 NAMES = ("hole_l1", "psnr", "ssim")
+log = logging.getLogger(__name__)
 
 
 def hole_l1(output: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -89,3 +92,103 @@ class InpaintingMetrics(Metric):
                 for j, name in enumerate(NAMES):
                     out[f"{name}/{bin_name(lo, hi)}"] = self.sums[i, j] / self.counts[i]
         return {k: v.float() for k, v in out.items()}
+
+
+# ------------------------------------------------------------------------- LPIPS and FID, if local
+
+# LPIPS backbone name (torchmetrics) -> (torchvision builder, its weights enum)
+LPIPS_NETS = {
+    "alex": ("alexnet", "AlexNet_Weights"),
+    "vgg": ("vgg16", "VGG16_Weights"),
+    "squeeze": ("squeezenet1_1", "SqueezeNet1_1_Weights"),
+}
+
+
+def hub_file(url: str) -> Path:
+    """Where torch.hub (and torchvision) keep the download of ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def lpips_weights_file(net: str) -> Path:
+    import torchvision
+
+    _, enum = LPIPS_NETS[net]
+    return hub_file(getattr(torchvision.models, enum).DEFAULT.url)
+
+
+def fid_weights_file() -> Path | None:
+    """The Inception weights torch-fidelity loads, or ``None`` when torch-fidelity is missing."""
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+    except ImportError:
+        return None
+    return hub_file(URL_INCEPTION_V3)
+
+
+def _wanted(name: str, setting: bool | str, weights: Path | None, hint: str) -> bool:
+    """``setting`` is True, False or "auto"; True without weights is an error, "auto" logs once."""
+    if setting not in (True, False, "auto"):
+        raise ValueError(f"metrics.{name} must be true, false or auto, got {setting!r}")
+    if setting is False:
+        return False
+    if weights is not None and weights.is_file():
+        return True
+    where = hint if weights is None else f"no weights at {weights}"
+    if setting is True:
+        raise FileNotFoundError(f"metrics.{name}=true but {where}; nothing is downloaded")
+    log.info("%s is not computed: %s (nothing is downloaded)", name.upper(), where)
+    return False
+
+
+class PerceptualMetrics(nn.Module):
+    """LPIPS (mean over images) and FID of the composites against their targets, each only when its
+    network's weights are on disk (torchvision's cache or torch.hub's); nothing is downloaded.
+
+    ``compute`` gives ``{"lpips": ..., "fid": ...}`` for those enabled. FID over a few dozen
+    validation crops is a high-variance estimate; compare it only between runs on the same images.
+    """
+
+    def __init__(
+        self, *, lpips: bool | str = "auto", lpips_net: str = "alex", fid: bool | str = "auto"
+    ) -> None:
+        super().__init__()
+        if lpips_net not in LPIPS_NETS:
+            raise ValueError(
+                f"metrics.lpips_net must be one of {sorted(LPIPS_NETS)}, got {lpips_net!r}"
+            )
+        self.lpips = self.fid = None
+        if _wanted("lpips", lpips, lpips_weights_file(lpips_net), ""):
+            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+            self.lpips = LearnedPerceptualImagePatchSimilarity(net_type=lpips_net, normalize=True)
+        if _wanted("fid", fid, fid_weights_file(), "torch-fidelity is not installed"):
+            from torchmetrics.image.fid import FrechetInceptionDistance
+
+            self.fid = FrechetInceptionDistance(feature=2048, normalize=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self.lpips is not None or self.fid is not None
+
+    def update(self, composite: Tensor, target: Tensor) -> None:
+        composite = composite.float().clamp(0, 1)
+        target = target.float()
+        with torch.autocast(composite.device.type, enabled=False):
+            if self.lpips is not None:
+                self.lpips.update(composite, target)
+            if self.fid is not None:
+                self.fid.update(target, real=True)
+                self.fid.update(composite, real=False)
+
+    def compute(self) -> dict[str, Tensor]:
+        out = {}
+        if self.lpips is not None:
+            out["lpips"] = self.lpips.compute()
+        if self.fid is not None:
+            out["fid"] = self.fid.compute()
+        return out
+
+    def reset(self) -> None:
+        for metric in (self.lpips, self.fid):
+            if metric is not None:
+                metric.reset()

@@ -21,6 +21,7 @@ def build_inpainting_task(cfg: DictConfig, net, output_dir: Path, **extra) -> In
     from masking.generators import evaluation_masks
 
     from .losses import InpaintingLoss, LossWeights, load_vgg16_features
+    from .metrics import PerceptualMetrics
 
     task_cfg = cfg.task
     eval_masks = evaluation_masks(
@@ -48,6 +49,7 @@ def build_inpainting_task(cfg: DictConfig, net, output_dir: Path, **extra) -> In
         samples=task_cfg.samples,
         net_spec=OmegaConf.to_container(cfg.net, resolve=True),
         lr_schedule=task_cfg.lr_schedule,
+        perceptual=PerceptualMetrics(**task_cfg.get("metrics", {})),
         **extra,
     )
 
