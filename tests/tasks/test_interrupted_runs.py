@@ -64,12 +64,23 @@ def assert_nothing_truncated(run_dir: Path) -> None:
                 image.load()
 
 
+def _default_sigint() -> None:
+    """In the child before exec: a test suite started as a background job (``pytest &`` in a
+    script) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so the
+    SIGINT case would test nothing. Restore the default disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def kill_after_first_checkpoint(run_dir: Path, signum: int) -> str:
     """Kill the run once it has a checkpoint; its stderr."""
     stderr = run_dir.with_name("stderr.txt")
     with stderr.open("w") as sink:
         process = subprocess.Popen(
-            command(run_dir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink
+            command(run_dir),
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            preexec_fn=_default_sigint,
         )
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
