@@ -27,9 +27,35 @@ import triton.language as tl
 from torch import Tensor
 
 from .._checks import conv_output_size
+from ._triton_sparse import dot_acc
 
 BLOCK_P, BLOCK_CO, BLOCK_CI = 32, 32, 16
 MIN_VALID_COUNT = 1e-6  # as ops.MIN_VALID_COUNT
+
+
+@triton.jit
+def _output_tile(OH, OW, C_OUT, BP: tl.constexpr, BCO: tl.constexpr):
+    """This program's image, output pixels (flat, row and column) and output channels."""
+    b = tl.program_id(2).to(tl.int64)
+    p = tl.program_id(0) * BP + tl.arange(0, BP)
+    co = tl.program_id(1) * BCO + tl.arange(0, BCO)
+    return b, p, p < OH * OW, p // OW, p % OW, co, co < C_OUT
+
+
+@triton.jit
+def _tap(oh, ow, p_ok, kh, kw, H, W, SH, SW, PH, PW, DH, DW):
+    """The input pixel under kernel tap (kh, kw) of each output pixel, and whether it is inside."""
+    ih = oh * SH - PH + kh * DH
+    iw = ow * SW - PW + kw * DW
+    return ih * W + iw, p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+
+
+@triton.jit
+def _store_tile(out_ptr, values, b, p, p_ok, co, co_ok, C_OUT, OH, OW):
+    offs = (b * C_OUT + co[None, :].to(tl.int64)) * OH * OW + p[:, None]
+    tl.store(
+        out_ptr + offs, values.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & co_ok[None, :]
+    )
 
 
 @triton.jit
@@ -63,35 +89,22 @@ def _pconv_kernel(
     BCO: tl.constexpr,
     BCI: tl.constexpr,
 ):
-    pid_p = tl.program_id(0)
-    pid_co = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    p = pid_p * BP + tl.arange(0, BP)
-    p_ok = p < OH * OW
-    oh = p // OW
-    ow = p % OW
+    b, p, p_ok, oh, ow, co, co_ok = _output_tile(OH, OW, C_OUT, BP, BCO)
     mask_base = m_ptr + b * H * W
     # valid count of every pixel's window
     count = tl.zeros((BP,), dtype=tl.float32)
     for kh in range(0, KH):
-        ih = oh * SH - PH + kh * DH
         for kw in range(0, KW):
-            iw = ow * SW - PW + kw * DW
-            inb = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            count += tl.load(mask_base + ih * W + iw, mask=inb, other=0).to(tl.float32)
+            pix, inb = _tap(oh, ow, p_ok, kh, kw, H, W, SH, SW, PH, PW, DH, DW)
+            count += tl.load(mask_base + pix, mask=inb, other=0).to(tl.float32)
     valid = count >= min_count
-    co = pid_co * BCO + tl.arange(0, BCO)
-    co_ok = co < C_OUT
     acc = tl.zeros((BP, BCO), dtype=tl.float32)
     if tl.max(valid.to(tl.int32), axis=0) > 0:  # else: an all-hole tile, skip the convolution
         x_base = x_ptr + b * C_IN * H * W
         for kh in range(0, KH):
-            ih = oh * SH - PH + kh * DH
             for kw in range(0, KW):
-                iw = ow * SW - PW + kw * DW
-                inb = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-                m = tl.load(mask_base + ih * W + iw, mask=inb, other=0)
-                pix = ih * W + iw
+                pix, inb = _tap(oh, ow, p_ok, kh, kw, H, W, SH, SW, PH, PW, DH, DW)
+                m = tl.load(mask_base + pix, mask=inb, other=0)
                 for c0 in range(0, C_IN, BCI):
                     ci = c0 + tl.arange(0, BCI)
                     ci_ok = ci < C_IN
@@ -107,20 +120,14 @@ def _pconv_kernel(
                         mask=ci_ok[:, None] & co_ok[None, :],
                         other=0.0,
                     )
-                    if IEEE:
-                        acc += tl.dot(xt, wt, input_precision="ieee")
-                    else:
-                        acc += tl.dot(xt, wt)
+                    acc = dot_acc(acc, xt, wt, IEEE)
     scale = tl.where(valid, window / tl.maximum(count, min_count), 0.0)
     out = acc * scale[:, None]
     if HAS_BIAS:
         bias = tl.load(b_ptr + co, mask=co_ok, other=0.0).to(tl.float32)
         out += tl.where(valid[:, None], bias[None, :], 0.0)
-    out_offs = (b * C_OUT + co[None, :].to(tl.int64)) * OH * OW + p[:, None]
-    tl.store(
-        out_ptr + out_offs, out.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & co_ok[None, :]
-    )
-    if pid_co == 0:
+    _store_tile(out_ptr, out, b, p, p_ok, co, co_ok, C_OUT, OH, OW)
+    if tl.program_id(1) == 0:
         tl.store(scale_ptr + b * OH * OW + p, scale, mask=p_ok)
         tl.store(valid_ptr + b * OH * OW + p, valid.to(valid_ptr.dtype.element_ty), mask=p_ok)
 
@@ -218,23 +225,12 @@ def _masked_conv_kernel(
     # conv(x, W ⊙ M) as an implicit GEMM; the mask is read through broadcast strides (0 along its
     # broadcast dims) while each weight tile is loaded, and a tile whose mask is all zero is skipped
     # before x or W is read.
-    pid_p = tl.program_id(0)
-    pid_co = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    p = pid_p * BP + tl.arange(0, BP)
-    p_ok = p < OH * OW
-    oh = p // OW
-    ow = p % OW
-    co = pid_co * BCO + tl.arange(0, BCO)
-    co_ok = co < C_OUT
+    b, p, p_ok, oh, ow, co, co_ok = _output_tile(OH, OW, C_OUT, BP, BCO)
     acc = tl.zeros((BP, BCO), dtype=tl.float32)
     x_base = x_ptr + b * C_IN * H * W
     for kh in range(0, KH):
-        ih = oh * SH - PH + kh * DH
         for kw in range(0, KW):
-            iw = ow * SW - PW + kw * DW
-            inb = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            pix = ih * W + iw
+            pix, inb = _tap(oh, ow, p_ok, kh, kw, H, W, SH, SW, PH, PW, DH, DW)
             for c0 in range(0, C_IN, BCI):
                 ci = c0 + tl.arange(0, BCI)
                 tile_ok = (ci < C_IN)[:, None] & co_ok[None, :]
@@ -255,16 +251,10 @@ def _masked_conv_kernel(
                         mask=inb[:, None] & (ci < C_IN)[None, :],
                         other=0.0,
                     )
-                    if IEEE:
-                        acc += tl.dot(xt, wt, input_precision="ieee")
-                    else:
-                        acc += tl.dot(xt, wt)
+                    acc = dot_acc(acc, xt, wt, IEEE)
     if HAS_BIAS:
         acc += tl.load(b_ptr + co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
-    out_offs = (b * C_OUT + co[None, :].to(tl.int64)) * OH * OW + p[:, None]
-    tl.store(
-        out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & co_ok[None, :]
-    )
+    _store_tile(out_ptr, acc, b, p, p_ok, co, co_ok, C_OUT, OH, OW)
 
 
 def masked_conv2d(

@@ -23,6 +23,16 @@ BLOCK_M, BLOCK_N, BLOCK_K = 32, 32, 32
 
 
 @triton.jit
+def dot_acc(acc, a, b, IEEE: tl.constexpr):
+    """``acc + a @ b`` in fp32; IEEE fp32 products (not TF32) for fp32 inputs, like torch."""
+    if IEEE:
+        acc += tl.dot(a, b, input_precision="ieee")
+    else:
+        acc += tl.dot(a, b)
+    return acc
+
+
+@triton.jit
 def _masked_mm_kernel(
     x_ptr,
     w_ptr,
@@ -70,10 +80,7 @@ def _masked_mm_kernel(
             m = tl.load(m_ptr + rn[:, None] * smn + kk[None, :] * smk, mask=inside, other=0)
             # as mask_product: the product in fp32, rounded once to the weight's dtype
             w = (w.to(tl.float32) * m.to(tl.float32)).to(w.dtype)
-            if IEEE:
-                acc += tl.dot(a, tl.trans(w), input_precision="ieee")
-            else:
-                acc += tl.dot(a, tl.trans(w))
+            acc = dot_acc(acc, a, tl.trans(w), IEEE)
     tl.store(
         y_ptr + rm[:, None] * sym + rn[None, :] * syn,
         acc.to(y_ptr.dtype.element_ty),
@@ -177,10 +184,7 @@ def _bsr_kernel(
             x_ptr + rows[:, None] * k + col * B + inner[None, :], mask=row_ok[:, None], other=0.0
         )
         w = tl.load(v_ptr + p * (B * B) + inner[:, None] * B + inner[None, :])
-        if IEEE:
-            acc += tl.dot(a, tl.trans(w), input_precision="ieee")
-        else:
-            acc += tl.dot(a, tl.trans(w))
+        acc = dot_acc(acc, a, tl.trans(w), IEEE)
     out = y_ptr + rows[:, None] * out_features + block_row * B + inner[None, :]
     tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None])
 

@@ -236,7 +236,6 @@ def _partial_conv2d_setup(ctx, inputs, output) -> None:
 def _partial_conv2d_backward(ctx, grad_out: Tensor, _grad_scale: Tensor, _grad_valid: Tensor):
     x, mask, weight, scale, valid = ctx.saved_tensors
     need_x, _, need_weight, need_bias = ctx.needs_input_grad[:4]
-    stride, padding, dilation, groups = ctx.conv_args
     scale = reference.expand_groups(scale, grad_out.shape[1])
     grad_x = grad_weight = grad_bias = None
     if need_x or need_weight:
@@ -244,18 +243,8 @@ def _partial_conv2d_backward(ctx, grad_out: Tensor, _grad_scale: Tensor, _grad_v
         # (one cheap pass) instead of being kept alive between forward and backward.
         grad_conv = _scratch_mul(grad_out, scale.to(grad_out.dtype), "pconv_grad")
         conv_input = _masked_input(x, mask) if need_weight else x
-        grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad_conv,
-            conv_input,
-            weight,
-            None,
-            stride,
-            padding,
-            dilation,
-            False,
-            [0, 0],
-            groups,
-            [need_x, need_weight, False],
+        grad_input, grad_weight = _conv_grads(
+            grad_conv, conv_input, weight, ctx.conv_args, need_x, need_weight
         )
         if need_x:
             grad_x = grad_input * mask if torch.is_grad_enabled() else grad_input.mul_(mask)
@@ -267,6 +256,25 @@ def _partial_conv2d_backward(ctx, grad_out: Tensor, _grad_scale: Tensor, _grad_v
             valid = reference.expand_groups(valid, grad_out.shape[1])
             grad_bias = (grad_out * valid).sum((0, 2, 3))
     return grad_x, None, grad_weight, grad_bias, None, None, None, None
+
+
+def _conv_grads(grad, conv_input, weight, conv_args, need_input: bool, need_weight: bool):
+    """The input and weight gradients of ``conv2d(conv_input, weight)`` (``None`` where not needed)."""
+    stride, padding, dilation, groups = conv_args
+    grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad,
+        conv_input,
+        weight,
+        None,
+        stride,
+        padding,
+        dilation,
+        False,
+        [0, 0],
+        groups,
+        [need_input, need_weight, False],
+    )
+    return grad_input, grad_weight
 
 
 def _masked_channel_sum(grad: Tensor, valid: Tensor) -> Tensor:
@@ -424,22 +432,11 @@ def _masked_conv2d_setup(ctx, inputs, output) -> None:
 def _masked_conv2d_backward(ctx, grad: Tensor):
     x, weight, mask = ctx.saved_tensors
     need_x, need_weight, need_mask, need_bias = ctx.needs_input_grad[:4]
-    stride, padding, dilation, groups = ctx.conv_args
     grad_x = grad_weight = grad_mask = grad_bias = None
     if need_x or need_weight or need_mask:
         product = reference.mask_product(weight, mask)
-        grad_x, grad_product, _ = torch.ops.aten.convolution_backward(
-            grad,
-            x,
-            product,
-            None,
-            stride,
-            padding,
-            dilation,
-            False,
-            [0, 0],
-            groups,
-            [need_x, need_weight or need_mask, False],
+        grad_x, grad_product = _conv_grads(
+            grad, x, product, ctx.conv_args, need_x, need_weight or need_mask
         )
         if need_weight:
             grad_weight = reference.mask_product(grad_product, mask)

@@ -9,20 +9,26 @@ from hypothesis import strategies as st
 from masking import PackedMask, mask_product, masked_conv2d, masked_linear, pack_mask
 
 
+def assert_same_function(out, expected, leaves) -> None:
+    """Equal outputs, and equal gradients of a squared loss for every leaf."""
+    torch.testing.assert_close(out, expected)
+    got = torch.autograd.grad(out.square().sum(), leaves)
+    want = torch.autograd.grad(expected.square().sum(), leaves)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
 @pytest.mark.parametrize("mask_shape", [(6, 10), (6, 1), (1, 10)], ids=str)
 def test_masked_linear_is_linear_on_the_masked_weight(mask_shape):
     x = torch.randn(2, 3, 10, requires_grad=True)
     weight = torch.randn(6, 10, requires_grad=True)
     bias = torch.randn(6, requires_grad=True)
     mask = torch.rand(mask_shape, requires_grad=True)
-    out = masked_linear(x, weight, mask, bias)
-    expected = F.linear(x, weight * mask, bias)
-    torch.testing.assert_close(out, expected)
-    leaves = (x, weight, mask, bias)
-    got = torch.autograd.grad(out.square().sum(), leaves)
-    want = torch.autograd.grad(expected.square().sum(), leaves)
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w)
+    assert_same_function(
+        masked_linear(x, weight, mask, bias),
+        F.linear(x, weight * mask, bias),
+        (x, weight, mask, bias),
+    )
 
 
 def test_a_bool_mask_takes_no_gradient_and_zeroes_pruned_weight_gradients():
@@ -86,14 +92,11 @@ def test_masked_conv2d_is_conv2d_on_the_masked_weight(mask_shape):
     bias = torch.randn(6, requires_grad=True)
     mask = torch.rand(mask_shape, requires_grad=True)
     geometry = {"stride": 2, "padding": 1, "dilation": (1, 2)}
-    out = masked_conv2d(x, weight, mask, bias, **geometry)
-    expected = F.conv2d(x, weight * mask, bias, **geometry)
-    torch.testing.assert_close(out, expected)
-    leaves = (x, weight, mask, bias)
-    got = torch.autograd.grad(out.square().sum(), leaves)
-    want = torch.autograd.grad(expected.square().sum(), leaves)
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w)
+    assert_same_function(
+        masked_conv2d(x, weight, mask, bias, **geometry),
+        F.conv2d(x, weight * mask, bias, **geometry),
+        (x, weight, mask, bias),
+    )
 
 
 def test_masked_conv2d_bad_mask_names_the_argument():
