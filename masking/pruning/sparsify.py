@@ -214,6 +214,10 @@ def sparsify(
                 return sparse.path_sparsity(weight, path)
 
             choice = table.choose(op, weight.device, weight.dtype, shapes[name], sparsity_of)
+            if choice.reason == "override" and sparsity_of(choice.path) is None:
+                # MASKING_PATHS or table.prefer named a path this layer cannot take
+                why = f"override {choice.path!r} cannot run this layer"
+                choice = table.Choice("dense", 1.0, why)
         report.append(
             {
                 "layer": name,

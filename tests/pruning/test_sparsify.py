@@ -118,3 +118,13 @@ def test_sparsify_refuses_masked_layers_and_bad_paths():
     pruner = Pruner(Net(), sparsity=0.5, method="magnitude")
     with pytest.raises(ValueError, match="bake the masks first"):
         sparsify(pruner.model, x)
+
+
+def test_a_global_override_skips_the_layers_it_cannot_run():
+    net, x = _pruned_net(), torch.randn(2, 3, 8, 8)
+    with table.prefer("linear", "bsr16"):
+        net, report = sparsify(net, x)
+    by_layer = {r["layer"]: r for r in report}
+    assert by_layer["fc1"]["path"] == "bsr16" and by_layer["fc1"]["reason"] == "override"
+    assert by_layer["fc2"]["path"] == "dense"  # 10 x 64 is no multiple of 16
+    assert "cannot run this layer" in by_layer["fc2"]["reason"]
