@@ -217,6 +217,8 @@ class InpaintingTask(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_seen = 0
+        if self.perceptual is not None:  # not a submodule, so it does not follow the task's device
+            self.perceptual.to(self.device)
 
     def validation_step(self, images: Tensor, batch_idx: int) -> None:
         masks, bins = self.validation_masks(
@@ -234,7 +236,7 @@ class InpaintingTask(pl.LightningModule):
         composite = mask_product(images, masks) + mask_product(outputs[-1].clamp(0, 1), 1 - masks)
         self.val_metrics.update(composite, images, masks, bins)
         if self.perceptual is not None:
-            self.perceptual.to(composite.device).update(composite, images)
+            self.perceptual.update(composite, images)
         if batch_idx == 0:
             self._save_samples(images, masks, outputs[-1], composite)
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .metrics import hub_file
+
 log = logging.getLogger(__name__)
 
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet weights, as named in its cache
@@ -58,7 +60,7 @@ def load_vgg16_features(
     """VGG16 features from ``path``, else from torchvision's cache; ``None`` (with one log line) when
     neither has them, or a ``FileNotFoundError`` when ``required``. Nothing is downloaded."""
     candidates = [Path(path)] if path else []
-    candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE)
+    candidates.append(hub_file(VGG16_FILE))
     for candidate in candidates:
         if candidate.is_file():
             return VGG16Features(torch.load(candidate, map_location="cpu", weights_only=True))

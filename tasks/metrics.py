@@ -105,7 +105,7 @@ LPIPS_NETS = {
 
 
 def hub_file(url: str) -> Path:
-    """Where torch.hub (and torchvision) keep the download of ``url``."""
+    """Where torch.hub (and torchvision) keep the download of ``url`` (or of a file so named)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 

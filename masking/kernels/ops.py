@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .._checks import conv_output_size
 from . import reference, table
-from .dispatch import run_kernel
+from .dispatch import run_kernel, triton_kernels
 from .workspace import scratch_like
 
 # Windows whose valid count is below this are holes, so a soft mask with vanishing values cannot
@@ -204,6 +204,8 @@ def partial_conv2d(
 
 
 def _fused_chosen(x: Tensor, mask: Tensor, weight: Tensor) -> bool:
+    if triton_kernels(x) is None:
+        return False  # the reference serves x (a CPU tensor, or the reference backend): no lookup
     b, c_out, c_in, kh, kw = x.shape[0], *weight.shape
     shape = (c_out, c_in * kh * kw, b * x.shape[2] * x.shape[3])
 

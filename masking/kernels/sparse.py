@@ -18,6 +18,7 @@ Paths (each is correct wherever ``supports`` says so; only the table says whethe
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -83,11 +84,7 @@ def supports(path: str, weight: Tensor) -> str | None:
         return f"expected a 2-D weight, got shape {tuple(weight.shape)}"
     cuda, dtype = weight.is_cuda, weight.dtype
     if path in ("csr", "bsr16", "bsr32", "bsr64"):
-        allowed = (
-            (torch.float32, torch.float64)
-            if not cuda
-            else (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-        )
+        allowed = (torch.float32, torch.float64) + ((torch.float16, torch.bfloat16) if cuda else ())
         if dtype not in allowed:
             return f"torch.sparse on {weight.device.type} has no {dtype} matmul"
     b = block_of(path)
@@ -111,8 +108,6 @@ def supports(path: str, weight: Tensor) -> str | None:
 
 
 def _interpreting() -> bool:
-    import os
-
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -175,16 +170,3 @@ class Packed:
         moved.__dict__.update(self.__dict__)
         moved.data = tuple(t.to(device) for t in self.data)
         return moved
-
-    def nbytes(self) -> int:
-        """Bytes held by the packed representation (values and indices)."""
-        total = 0
-        for t in self.data:
-            if t.layout in (torch.sparse_csr, torch.sparse_bsr):
-                parts: tuple[Tensor, ...] = (t.crow_indices(), t.col_indices(), t.values())
-            elif t.layout == torch.strided:
-                parts = (t,)
-            else:  # semi-structured: values and metadata
-                parts = tuple(getattr(t, n) for n in ("packed", "meta") if hasattr(t, n))
-            total += sum(p.numel() * p.element_size() for p in parts)
-        return total

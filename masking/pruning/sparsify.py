@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .._checks import conv_output_size
 from ..kernels import sparse, table
-from .graph import as_args
+from .graph import as_args, flatten_outputs
 
 CONV_PATHS = ("dense", "rows", "csr")
 
@@ -52,9 +53,7 @@ class SparseLinear(nn.Module):
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
-        probe = fn(torch.empty(0, dtype=self.packed.dtype, device=self.packed.data[0].device))
-        if probe.device != self.packed.data[0].device:
-            self.packed = self.packed.to(probe.device)
+        self.packed = _follow_device(self.packed, fn)
         return self
 
     def extra_repr(self) -> str:
@@ -99,7 +98,7 @@ class SparseConv2d(nn.Module):
             out.index_copy_(1, self.kept, kept)
         else:
             b = x.shape[0]
-            h, w = _conv_out(x.shape[2:], self.kernel_size, *args)
+            h, w = conv_output_size(tuple(x.shape[2:]), self.kernel_size, *args)
             cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
             cols = cols.transpose(1, 2).reshape(b * h * w, -1)
             out = self.packed(cols).view(b, h, w, -1).permute(0, 3, 1, 2)
@@ -110,9 +109,7 @@ class SparseConv2d(nn.Module):
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
         if self.path == "csr":
-            probe = fn(torch.empty(0, device=self.packed.data[0].device))
-            if probe.device != self.packed.data[0].device:
-                self.packed = self.packed.to(probe.device)
+            self.packed = _follow_device(self.packed, fn)
         return self
 
     def extra_repr(self) -> str:
@@ -122,11 +119,12 @@ class SparseConv2d(nn.Module):
         )
 
 
-def _conv_out(size, kernel, stride, padding, dilation) -> tuple[int, int]:
-    return tuple(
-        (s + 2 * p - d * (k - 1) - 1) // st + 1
-        for s, k, st, p, d in zip(size, kernel, stride, padding, dilation)
-    )
+def _follow_device(packed: sparse.Packed, fn) -> sparse.Packed:
+    """``packed`` on the device that ``Module._apply``'s ``fn`` (``.to``, ``.cuda``, ...) sends
+    tensors to; its sparse tensors are not parameters or buffers, so the module moves them."""
+    device = packed.data[0].device
+    target = fn(torch.empty(0, device=device)).device
+    return packed if target == device else packed.to(target)
 
 
 def _layer_paths(module: nn.Module) -> tuple[str, Tensor, tuple[str, ...]]:
@@ -187,7 +185,7 @@ def sparsify(
     ]
     try:
         with torch.no_grad():
-            before = model(*args)
+            before = flatten_outputs(model(*args))
     finally:
         for hook in hooks:
             hook.remove()
@@ -234,8 +232,11 @@ def sparsify(
             swapped.append((name, module))
             _set(model, name, new)
     with torch.no_grad():
-        after = model(*args)
-    if not _close(before, after, atol, rtol):
+        after = flatten_outputs(model(*args))
+    same = len(before) == len(after) and all(
+        torch.allclose(a, b, atol=atol, rtol=rtol) for a, b in zip(before, after)
+    )
+    if not same:
         for name, module in swapped:
             _set(model, name, module)
         raise RuntimeError("sparsify changed the model's outputs; the original layers are restored")
@@ -261,13 +262,3 @@ def _recorder(shapes: dict, name: str):
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
-def _close(a: Any, b: Any, atol: float, rtol: float) -> bool:
-    if isinstance(a, Tensor):
-        return isinstance(b, Tensor) and torch.allclose(a, b, atol=atol, rtol=rtol)
-    if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(_close(x, y, atol, rtol) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], atol, rtol) for k in a)
-    return a == b
