@@ -52,7 +52,6 @@ def _masked_mm_kernel(
     slk,
     sym,
     syn,
-    HAS_LIVE: tl.constexpr,
     IEEE: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
@@ -65,10 +64,7 @@ def _masked_mm_kernel(
     rk = tl.arange(0, BK)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for kb in range(0, tl.cdiv(K, BK)):
-        live = True
-        if HAS_LIVE:
-            live = tl.load(live_ptr + pid_n * sln + kb * slk) != 0
-        if live:
+        if tl.load(live_ptr + pid_n * sln + kb * slk) != 0:  # else an all-zero mask tile
             kk = (kb * BK + rk).to(tl.int64)
             a = tl.load(
                 x_ptr + rm[:, None] * sxm + kk[None, :] * sxk,
@@ -98,7 +94,7 @@ def live_blocks(mask: Tensor, shape: tuple[int, int]) -> Tensor:
     return padded.view(rows, BLOCK_N, cols, BLOCK_K).any(3).any(1).to(torch.uint8)
 
 
-def _masked_mm(x: Tensor, w: Tensor, m: Tensor, live: Tensor | None) -> Tensor:
+def _masked_mm(x: Tensor, w: Tensor, m: Tensor, live: Tensor) -> Tensor:
     """``x (M, K) @ (w ⊙ m)ᵀ`` for ``w`` and the broadcast-expanded ``m`` both viewed ``(N, K)``."""
     rows, k = x.shape
     n = w.shape[0]
@@ -113,7 +109,7 @@ def _masked_mm(x: Tensor, w: Tensor, m: Tensor, live: Tensor | None) -> Tensor:
         x,
         w,
         m,
-        live if live is not None else m,
+        live,
         y,
         rows,
         n,
@@ -121,9 +117,8 @@ def _masked_mm(x: Tensor, w: Tensor, m: Tensor, live: Tensor | None) -> Tensor:
         *x.stride(),
         *w.stride(),
         *m.stride(),
-        *(live.stride() if live is not None else (0, 0)),
+        *live.stride(),
         *y.stride(),
-        HAS_LIVE=live is not None,
         IEEE=x.dtype == torch.float32,
         BM=BLOCK_M,
         BN=BLOCK_N,
