@@ -198,6 +198,30 @@ class TestPartialConv2d:
         for a, r in zip(ours, theirs):
             torch.testing.assert_close(a.grad.double(), r.grad, rtol=1e-4, atol=1e-4)
 
+    @pytest.mark.parametrize("mask_dtype", [torch.float32, torch.bool, torch.uint8], ids=str)
+    def test_all_valid_mask_values_and_gradients(self, mask_dtype):
+        # a mask without holes skips the input product on CPU; the result must not notice
+        x, _, weight, b = make_inputs(3, 5, 3, 1, False, True, size=9)
+        mask = torch.ones(2, 1, 9, 9, dtype=mask_dtype)
+        ours = [t.clone().requires_grad_() for t in (x, weight, b)]
+        theirs = [t.double().requires_grad_() for t in (x, weight, b)]
+        out, new_mask = partial_conv2d(ours[0], mask, ours[1], ours[2], padding=1)
+        ref, ref_mask = partial_conv2d_unfold(theirs[0], mask.double(), *theirs[1:], 1, 1, 1, 1)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+        assert torch.equal(new_mask.double(), ref_mask)
+        grad = torch.randn_like(ref)
+        out.backward(grad.float())
+        ref.backward(grad)
+        for a, r in zip(ours, theirs):
+            torch.testing.assert_close(a.grad.double(), r.grad, rtol=1e-4, atol=1e-4)
+        x64, w64, b64 = (
+            t.detach().double().requires_grad_() for t in (x[:1, :2, :5, :5], weight[:2, :2], b[:2])
+        )
+        ones = torch.ones(1, 1, 5, 5, dtype=torch.float64)
+        assert torch.autograd.gradgradcheck(
+            lambda *a: partial_conv2d(a[0], ones, a[1], a[2], padding=1)[0], (x64, w64, b64)
+        )
+
     @pytest.mark.parametrize("batch", [3, 40])  # one GEMV per image, and the batched path
     def test_bias_gradient_counts_only_valid_outputs(self, batch):
         x = torch.randn(batch, 2, 6, 6)
