@@ -56,7 +56,9 @@ def dense_ones_kernel(x, mask, weight, bias):
 
 
 def hole_mask(batch: int, size: int, hole_ratio: float, generator: torch.Generator) -> torch.Tensor:
-    """Smooth random blobs covering about ``hole_ratio`` of each image (1 = valid)."""
+    """Smooth random blobs covering about ``hole_ratio`` of each image (1 = valid); no hole at 0."""
+    if hole_ratio == 0:
+        return torch.ones(batch, 1, size, size)
     noise = torch.rand(batch, 1, max(size // 16, 2), max(size // 16, 2), generator=generator)
     field = F.interpolate(noise, size=(size, size), mode="bilinear", align_corners=False)
     threshold = torch.quantile(field.flatten(1), hole_ratio, dim=1).view(batch, 1, 1, 1)

@@ -38,7 +38,7 @@ def test_partial_conv_benchmark_writes_its_report(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads(out.with_suffix(".json").read_text())
-    for key in ("commit", "versions", "device", "results", "ratios", "acceptance"):
+    for key in ("commit", "versions", "device", "allocator", "results", "ratios", "acceptance"):
         assert key in payload
     assert payload["versions"]["torch"]
     impls = {r["impl"] for r in payload["results"]}
