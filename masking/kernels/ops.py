@@ -174,10 +174,11 @@ def _masked_input(x: Tensor, mask: Tensor) -> Tensor:
 def _no_holes(mask: Tensor) -> bool:
     """Whether a CPU pixel mask is 1 everywhere, so multiplying by it changes nothing.
 
-    All-valid masks are common (``mask=None``, i.e. partial-convolution padding, and the first layers
-    of an inpainting network on small holes). Reading the ``(B, 1, H, W)`` mask costs about 1/C of
-    the pass over ``x`` it saves. Not on CUDA, where the answer would cost a device synchronisation,
-    and not for per-channel masks, where the check would cost as much as the product.
+    All-valid masks are common: ``mask=None`` (partial-convolution padding), and the deeper layers of
+    an inpainting network once the updated masks have closed the holes. Reading the ``(B, 1, H, W)``
+    mask costs about 1/C of the pass over ``x`` it saves. Not on CUDA, where the answer would cost a
+    device synchronisation, and not for per-channel masks, where the check would cost as much as the
+    product.
     """
     if mask.device.type != "cpu" or mask.shape[1] != 1:
         return False
