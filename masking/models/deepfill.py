@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import mask_product
 from ..layers import CONV_LAYERS, GatedConv2d, create_conv2d
 from ..layers.create_conv import ConvLayer
 from ._checks import check_image_and_mask
+from ._upsample import upsample2x
 
 
 class _Conv(nn.Module):
@@ -26,8 +26,8 @@ class _Conv(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         if self.upsample:  # gated upsampling: nearest ×2, then the (gated) convolution
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            mask = F.interpolate(mask, scale_factor=2.0, mode="nearest")
+            x = upsample2x(x)
+            mask = upsample2x(mask)
         return self.conv(x, mask)
 
 

@@ -6,7 +6,6 @@ import functools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_int
@@ -14,6 +13,7 @@ from ..functional import mask_product
 from ..layers import CONV_LAYERS, PartialConv2d, create_conv2d
 from ..layers.create_conv import ConvLayer
 from ._checks import check_image_and_mask
+from ._upsample import upsample2x
 
 
 def _resolve(layer: ConvLayer):
@@ -158,8 +158,8 @@ class PConvUNet(nn.Module):
         skips.pop()  # the deepest features are the decoder's input, not a skip
         for stage in self.decoder:
             skip_x, skip_mask = skips.pop()
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            mask = F.interpolate(mask, scale_factor=2.0, mode="nearest")
+            x = upsample2x(x)
+            mask = upsample2x(mask)
             if self.multi_channel_decoder:
                 joint = torch.cat(
                     [
