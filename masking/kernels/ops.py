@@ -162,9 +162,9 @@ def _scratch_mul(a: Tensor, b: Tensor, slot: str) -> Tensor:
     return torch.mul(a, b, out=scratch_like(a, slot))
 
 
-def _masked_input(x: Tensor, mask: Tensor) -> Tensor:
-    """``x ⊙ mask``, or ``x`` itself when the mask has no holes (see ``_no_holes``)."""
-    if _no_holes(mask):
+def _masked_input(x: Tensor, mask: Tensor, no_holes: bool) -> Tensor:
+    """``x ⊙ mask``, or ``x`` itself when the mask has no holes (``_no_holes``, asked once per call)."""
+    if no_holes:
         return x
     return _scratch_mul(
         x, mask if mask.dtype in (torch.bool, x.dtype) else mask.to(x.dtype), "pconv_input"
@@ -213,7 +213,8 @@ def partial_conv2d(
             mask, weight.shape, stride, padding, dilation, groups, _scale_dtype(x)
         )
         valid = valid.to(x.dtype)
-        out = conv2d(_masked_input(x, mask), weight, None, stride, padding, dilation, groups)
+        conv_input = _masked_input(x, mask, _no_holes(mask))
+        out = conv2d(conv_input, weight, None, stride, padding, dilation, groups)
         out = out.contiguous(memory_format=_conv_memory_format(x))
         if run_kernel("pconv_epilogue_", out, scale, bias) is None:
             reference.pconv_epilogue_(out, scale, valid, bias)
@@ -261,11 +262,12 @@ def _partial_conv2d_backward(ctx, grad_out: Tensor, _grad_scale: Tensor, _grad_v
         # out = conv(x ⊙ m) · scale, so the convolution sees grad_out · scale; x ⊙ m is recomputed
         # (one cheap pass) instead of being kept alive between forward and backward.
         grad_conv = _scratch_mul(grad_out, scale.to(grad_out.dtype), "pconv_grad")
-        conv_input = _masked_input(x, mask) if need_weight else x
+        no_holes = _no_holes(mask)
+        conv_input = _masked_input(x, mask, no_holes) if need_weight else x
         grad_input, grad_weight = _conv_grads(
             grad_conv, conv_input, weight, ctx.conv_args, need_x, need_weight
         )
-        if need_x and _no_holes(mask):
+        if need_x and no_holes:
             grad_x = grad_input
         elif need_x:
             grad_x = grad_input * mask if torch.is_grad_enabled() else grad_input.mul_(mask)
