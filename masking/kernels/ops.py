@@ -6,6 +6,8 @@ Inputs reaching these ops are already validated by the public functions in ``mas
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -92,8 +94,8 @@ def valid_scale(
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
     """``window_size / valid_count`` per output pixel in ``dtype`` (fp32, or fp64 for fp64 inputs),
-    0 where the window holds no valid input (or less than ``MIN_VALID_COUNT``); and the bool new
-    mask.
+    0 where the window holds no valid input (or less than ``MIN_VALID_COUNT``); and the new mask,
+    0/1 in the same dtype.
 
     A ``(B, 1, H, W)`` mask gives ``(B, 1, H', W')``. A per-channel ``(B, C_in, H, W)`` mask is summed
     over the channels of each group first, giving ``(B, groups, H', W')``; either way one box-filter
@@ -109,9 +111,19 @@ def valid_scale(
         summed = mask.to(dtype).reshape(b, groups, channels_per_group, h, w).sum(2)
     count = box_sum2d(summed, (kh, kw), stride, padding, dilation)
     # A window holding less than MIN_VALID_COUNT of valid input (only possible with soft masks) is a
-    # hole: the ratio stays finite and agrees with the new mask.
-    valid = count >= MIN_VALID_COUNT
-    return torch.where(valid, window / count, 0.0), valid
+    # hole: its count becomes inf, so the ratio is 0, stays finite and agrees with the new mask. Three
+    # in-place passes and a sign instead of compare, divide and select: 64 against 118 us on CPU for a
+    # (4, 1, 128, 128) mask, where each small op costs more than its arithmetic.
+    scale = F.threshold_(count, _below_min_count(count.dtype), math.inf)
+    scale = scale.reciprocal_().mul_(window)
+    return scale, torch.sign(scale)
+
+
+@functools.cache
+def _below_min_count(dtype: torch.dtype) -> float:
+    """The largest ``dtype`` value below ``MIN_VALID_COUNT``: ``count > it`` is ``count >= MIN``."""
+    minimum = torch.tensor(MIN_VALID_COUNT, dtype=dtype)
+    return torch.nextafter(minimum, torch.zeros_like(minimum)).item()
 
 
 def conv2d(
@@ -213,12 +225,109 @@ def partial_conv2d(
             mask, weight.shape, stride, padding, dilation, groups, _scale_dtype(x)
         )
         valid = valid.to(x.dtype)
-        conv_input = _masked_input(x, mask, _no_holes(mask))
-        out = conv2d(conv_input, weight, None, stride, padding, dilation, groups)
+        no_holes = _no_holes(mask)
+        # Without holes only the windows reaching into the zero padding are rescaled: the bias rides
+        # in the convolution and the epilogue touches the border alone. Half-precision outputs with a
+        # bias keep the full epilogue: rescaling a rounded conv + bias would magnify the rounding.
+        border_only = no_holes and (bias is None or reference.full_precision(x))
+        conv_input = _masked_input(x, mask, no_holes)
+        out = conv2d(
+            conv_input, weight, bias if border_only else None, stride, padding, dilation, groups
+        )
         out = out.contiguous(memory_format=_conv_memory_format(x))
-        if run_kernel("pconv_epilogue_", out, scale, bias) is None:
-            reference.pconv_epilogue_(out, scale, valid, bias)
+        if border_only:
+            geometry = (tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
+            _rescale_border_(out, scale, valid, bias, *geometry)
+        elif run_kernel("pconv_epilogue_", out, scale, bias) is None:
+            _epilogue_(out, scale, valid, bias)
     return out, scale, valid
+
+
+def _epilogue_(out: Tensor, scale: Tensor, valid: Tensor, bias: Tensor | None) -> None:
+    """``reference.pconv_epilogue_``, in one pass instead of two on CPU when every window holds
+    valid input (the holes are thin, or this layer's windows have closed them): then
+    ``out · scale + bias`` is the whole formula (0.24 ms less after a (4, 64, 128²) convolution)."""
+    if (
+        bias is not None
+        and out.device.type == "cpu"
+        and scale.shape[1] == 1
+        and reference.full_precision(out)
+        and bool(valid.all())
+    ):
+        torch.addcmul(bias.view(1, -1, 1, 1).to(out.dtype), out, scale.to(out.dtype), out=out)
+    else:
+        reference.pconv_epilogue_(out, scale, valid, bias)
+
+
+def _inside_span(size: int, kernel: int, stride: int, pad: int, dilation: int, out_size: int):
+    """``(first, stop)``: the output indices along one side whose window lies inside the input."""
+    first = min(-(-pad // stride), out_size)
+    last = (size - 1 + pad - dilation * (kernel - 1)) // stride
+    return first, max(first, min(out_size, last + 1))
+
+
+def _rescale_border_(
+    out: Tensor,
+    scale: Tensor,
+    valid: Tensor,
+    bias: Tensor | None,
+    in_size: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> None:
+    """In place, for a mask without holes: ``out`` holds ``conv(x) + bias``, final wherever the
+    window lies inside the input (``scale`` is 1 there); the windows reaching into the zero padding
+    become ``out · scale + bias · (valid - scale)``, in fp32 for half-precision outputs."""
+    out_h, out_w = out.shape[2:]
+    r0, r1 = _inside_span(in_size[0], kernel[0], stride[0], padding[0], dilation[0], out_h)
+    c0, c1 = _inside_span(in_size[1], kernel[1], stride[1], padding[1], dilation[1], out_w)
+    if r0 == r1 or c0 == c1:  # no window lies inside: the border is everything
+        _rescale_part_(out, scale, valid, bias)
+        return
+    for rows in (slice(0, r0), slice(r1, out_h)):
+        _rescale_part_(out[:, :, rows], scale[:, :, rows], valid[:, :, rows], bias)
+    if c0 == 0 and c1 == out_w:
+        return
+    if r1 - r0 < 2 or not all(t.is_contiguous() for t in (out, scale, valid)):
+        for cols in (slice(0, c0), slice(c1, out_w)):
+            part = (slice(None), slice(None), slice(r0, r1), cols)
+            _rescale_part_(out[part], scale[part], valid[part], bias)
+        return
+    # In NCHW the right border of one row and the left border of the next lie side by side in
+    # memory: one strided view of these seams reads each cache line once, where the two column
+    # slices read it twice (0.2 ms less after a (4, 64, 128²) convolution on CPU).
+    first = (slice(None), slice(None), slice(r0, r0 + 1), slice(0, c0))
+    last = (slice(None), slice(None), slice(r1 - 1, r1), slice(c1, out_w))
+    for part in (first, last):
+        _rescale_part_(out[part], scale[part], valid[part], bias)
+    runs = [_row_seams(t, r0, r1 - 1, c1, c0) for t in (out, scale, valid)]
+    _rescale_part_(*runs, bias)
+
+
+def _row_seams(t: Tensor, first_row: int, stop_row: int, right: int, left: int) -> Tensor:
+    """A view of the NCHW-contiguous ``t``: for each row in ``[first_row, stop_row)``, its columns
+    from ``right`` on, followed by the next row's first ``left`` columns."""
+    b, c, _, w = t.shape
+    return t.as_strided(
+        (b, c, stop_row - first_row, w - right + left),
+        (t.stride(0), t.stride(1), w, 1),
+        t.storage_offset() + first_row * w + right,
+    )
+
+
+def _rescale_part_(part: Tensor, scale: Tensor, valid: Tensor, bias: Tensor | None) -> None:
+    """``part = part · scale + bias · (valid - scale)`` in place: the partial-convolution epilogue
+    for a ``part`` that already holds the bias."""
+    if part.numel() == 0:
+        return
+    acc = part if reference.full_precision(part) else part.float()
+    acc.mul_(scale.to(acc.dtype))
+    if bias is not None:
+        acc.addcmul_(bias.view(1, -1, 1, 1).to(acc.dtype), (valid - scale).to(acc.dtype))
+    if acc is not part:
+        part.copy_(acc)
 
 
 def _fused_chosen(x: Tensor, mask: Tensor, weight: Tensor) -> bool:

@@ -44,7 +44,7 @@ def pconv_epilogue_(out: Tensor, scale: Tensor, valid: Tensor, bias: Tensor | No
     first pass.
     """
     s = expand_groups(scale, out.shape[1])
-    acc = out if _full_precision(out) else out.float()
+    acc = out if full_precision(out) else out.float()
     acc.mul_(s.to(acc.dtype))
     if bias is not None:
         v = expand_groups(valid, out.shape[1])
@@ -52,7 +52,8 @@ def pconv_epilogue_(out: Tensor, scale: Tensor, valid: Tensor, bias: Tensor | No
     return acc if acc is out else out.copy_(acc)
 
 
-def _full_precision(t: Tensor) -> bool:
+def full_precision(t: Tensor) -> bool:
+    """fp32 or fp64: elementwise work runs in the tensor's own dtype."""
     return t.dtype in (torch.float32, torch.float64)
 
 

@@ -222,6 +222,63 @@ class TestPartialConv2d:
             lambda *a: partial_conv2d(a[0], ones, a[1], a[2], padding=1)[0], (x64, w64, b64)
         )
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+    @pytest.mark.parametrize("channels_last", [False, True])
+    def test_all_valid_mask_rescales_only_the_border(self, dtype, channels_last):
+        # without holes the bias rides in the convolution and only windows reaching into the zero
+        # padding are rescaled; geometries where some or every window lies wholly in the padding
+        # (its output must be 0, not the bias) included
+        for kernel, stride, padding, dilation in [
+            (3, 1, 1, 1),
+            (3, 2, 1, 1),
+            (5, 1, 2, 1),
+            (5, 3, 4, 1),
+            (3, 1, 2, 2),
+            (2, 1, 1, 1),
+            (1, 1, 2, 1),  # the outer rows and columns see only padding
+            (3, 1, 0, 1),  # no padding: nothing to rescale
+            ((3, 1), (2, 1), (3, 0), 1),
+        ]:
+            for bias in (True, False):
+                x, _, weight, b = make_inputs(3, 4, kernel, 1, False, bias, size=11, dtype=dtype)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                mask = torch.ones(2, 1, 11, 11, dtype=dtype)
+                out, new_mask = partial_conv2d(x, mask, weight, b, stride, padding, dilation)
+                ref, ref_mask = partial_conv2d_unfold(x, mask, weight, b, stride, padding, dilation)
+                where = f"kernel {kernel} stride {stride} padding {padding} dilation {dilation}"
+                torch.testing.assert_close(out.double(), ref, **tolerance(dtype), msg=where)
+                assert torch.equal(new_mask.double(), ref_mask), where
+                assert out.is_contiguous(
+                    memory_format=torch.channels_last if channels_last else torch.contiguous_format
+                )
+
+    def test_holes_without_closed_windows(self):
+        # isolated holes: every window keeps valid input, so the CPU epilogue is a single pass
+        x, _, weight, b = make_inputs(3, 5, 3, 1, False, True, size=16)
+        mask = torch.ones(2, 1, 16, 16)
+        mask[:, :, ::3, 1::4] = 0
+        out, new_mask = partial_conv2d(x, mask, weight, b, padding=1)
+        ref, ref_mask = partial_conv2d_unfold(x, mask, weight, b, 1, 1, 1, 1)
+        assert bool(ref_mask.all())
+        torch.testing.assert_close(out.double(), ref, **tolerance(torch.float32))
+        assert bool(new_mask.all())
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+    def test_minimum_valid_count(self, dtype):
+        # a window holding less than MIN_VALID_COUNT of valid input is a hole; exactly that much is not
+        minimum = masking.kernels.ops.MIN_VALID_COUNT
+        mask = torch.zeros(1, 1, 9, 9, dtype=dtype)
+        mask[0, 0, 1, 1] = minimum
+        mask[0, 0, 7, 7] = torch.nextafter(
+            torch.tensor(minimum, dtype=dtype), torch.tensor(0.0, dtype=dtype)
+        )
+        x = torch.ones(1, 1, 9, 9, dtype=dtype)
+        out, new_mask = partial_conv2d(x, mask, torch.ones(1, 1, 3, 3, dtype=dtype), padding=1)
+        assert bool(new_mask[0, 0, :3, :3].all()) and not new_mask[0, 0, 6:, 6:].any()
+        torch.testing.assert_close(out[0, 0, 1, 1], torch.tensor(9.0, dtype=dtype))
+        assert bool(torch.isfinite(out).all()) and not out[0, 0, 6:, 6:].any()
+
     @pytest.mark.parametrize("batch", [3, 40])  # one GEMV per image, and the batched path
     def test_bias_gradient_counts_only_valid_outputs(self, batch):
         x = torch.randn(batch, 2, 6, 6)
