@@ -243,6 +243,7 @@ def partial_conv2d(
         # in the convolution and the epilogue touches the border alone. Half-precision outputs with a
         # bias keep the full epilogue: rescaling a rounded conv + bias would magnify the rounding.
         border_only = no_holes and (bias is None or reference.full_precision(x))
+        one_pass = not border_only and _one_pass_epilogue(x, scale, valid, bias)
         conv_input = _masked_input(x, mask, no_holes)
         out = conv2d(
             conv_input, weight, bias if border_only else None, stride, padding, dilation, groups
@@ -251,25 +252,25 @@ def partial_conv2d(
         if border_only:
             geometry = (tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
             _rescale_border_(out, scale, valid, bias, *geometry)
+        elif one_pass:
+            torch.addcmul(bias.view(1, -1, 1, 1).to(out.dtype), out, scale.to(out.dtype), out=out)
         elif run_kernel("pconv_epilogue_", out, scale, bias) is None:
-            _epilogue_(out, scale, valid, bias)
+            reference.pconv_epilogue_(out, scale, valid, bias)
     return out, scale, valid
 
 
-def _epilogue_(out: Tensor, scale: Tensor, valid: Tensor, bias: Tensor | None) -> None:
-    """``reference.pconv_epilogue_``, in one pass instead of two on CPU when every window holds
-    valid input (the holes are thin, or this layer's windows have closed them): then
-    ``out · scale + bias`` is the whole formula (0.24 ms less after a (4, 64, 128²) convolution)."""
-    if (
+def _one_pass_epilogue(x: Tensor, scale: Tensor, valid: Tensor, bias: Tensor | None) -> bool:
+    """Whether the CPU epilogue is the single pass ``out · scale + bias``: with a bias, in fp32/fp64,
+    one ratio per pixel, and every window holding valid input (thin holes, or holes this layer's
+    windows close). Measured 0.24 ms less than the two-pass epilogue after a (4, 64, 128²)
+    convolution. Asked before the convolution, while ``valid`` is still in cache."""
+    return (
         bias is not None
-        and out.device.type == "cpu"
+        and x.device.type == "cpu"
         and scale.shape[1] == 1
-        and reference.full_precision(out)
+        and reference.full_precision(x)
         and valid.amin().item() == 1
-    ):
-        torch.addcmul(bias.view(1, -1, 1, 1).to(out.dtype), out, scale.to(out.dtype), out=out)
-    else:
-        reference.pconv_epilogue_(out, scale, valid, bias)
+    )
 
 
 def _inside_span(size: int, kernel: int, stride: int, pad: int, dilation: int, out_size: int):
