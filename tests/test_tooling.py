@@ -47,6 +47,21 @@ def test_partial_conv_benchmark_writes_its_report(tmp_path):
     assert "| 8, 16² | 35% | forward |" in out.with_suffix(".md").read_text()
 
 
+def test_partial_conv_breakdown_writes_its_report(tmp_path):
+    out = tmp_path / "pb"
+    args = ["--rounds", "1", "--channels", "4", "--size", "8", "--out", str(out)]
+    result = run_script("benchmarks/bench_pconv_breakdown.py", *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    stages = [r["stage"] for r in payload["results"]]
+    assert stages == ["conv", "+product", "+ratio", "+rescale", "+bias", "op", "module"]
+    assert all(r["median_ms"] > 0 for r in payload["results"])
+    assert payload["results"][0]["vs_conv"] == 1.0
+    assert "| +bias |" in out.with_suffix(".md").read_text()
+    bad = run_script("benchmarks/bench_pconv_breakdown.py", "--holes", "1.5", "--out", str(out))
+    assert bad.returncode != 0 and "--holes must lie in [0, 1)" in bad.stderr
+
+
 def test_mask_product_benchmark_writes_its_report(tmp_path):
     out = tmp_path / "mp"
     result = run_script(
