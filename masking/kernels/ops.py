@@ -332,16 +332,10 @@ def _row_seams(t: Tensor, first_row: int, stop_row: int, right: int, left: int) 
 
 
 def _rescale_part_(part: Tensor, scale: Tensor, valid: Tensor, bias: Tensor | None) -> None:
-    """``part = part · scale + bias · (valid - scale)`` in place: the partial-convolution epilogue
-    for a ``part`` that already holds the bias."""
-    if part.numel() == 0:
-        return
-    acc = part if reference.full_precision(part) else part.float()
-    acc.mul_(scale.to(acc.dtype))
-    if bias is not None:
-        acc.addcmul_(bias.view(1, -1, 1, 1).to(acc.dtype), (valid - scale).to(acc.dtype))
-    if acc is not part:
-        part.copy_(acc)
+    """``part = part · scale + bias · (valid - scale)`` in place: the reference epilogue for a
+    ``part`` that already holds the bias (whose ``bias · scale`` the ``- scale`` takes back)."""
+    if part.numel():
+        reference.pconv_epilogue_(part, scale, valid if bias is None else valid - scale, bias)
 
 
 def _fused_chosen(x: Tensor, mask: Tensor, weight: Tensor) -> bool:
