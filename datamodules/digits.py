@@ -15,7 +15,7 @@ from pytorch_lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from masking._checks import check_int
+from masking.checks import check_int
 from masking.generators import keyed_generator
 
 from ._sharding import ShardedSampler, ShardSampler, process_shard

@@ -3,7 +3,7 @@
 Convention everywhere: ``mask`` 1 = valid / keep, 0 = hole / drop.
 """
 
-from ._checks import set_value_checks
+from .checks import set_value_checks
 from .functional import (
     PackedMask,
     gated_conv2d,

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from datamodules import load_bundled_photo
 from masking import PartialConv2d, mask_product
-from masking._checks import check_int
+from masking.checks import check_int
 
 from .io import save_image, write_json
 

@@ -16,7 +16,7 @@ from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 import masking  # noqa: F401  (registers the masking:: custom ops counted below)
-from masking._checks import check_int
+from masking.checks import check_int
 
 __all__ = ["count_macs", "count_params", "latency_table", "measure_latency"]
 

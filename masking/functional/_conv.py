@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .._checks import (
+from ..checks import (
     check_floating,
     check_mask_dtype,
     check_mask_values,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import (
+from ..checks import (
     check_floating,
     check_mask_dtype,
     check_mask_values,

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import torch  # noqa: F401  (the docstring examples use it)
 from torch import Tensor
 
-from .._checks import (
+from ..checks import (
     check_floating,
     check_mask_dtype,
     check_mask_values,

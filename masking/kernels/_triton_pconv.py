@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .._checks import conv_output_size
+from ..checks import conv_output_size
 from ._triton_sparse import dot_acc
 
 BLOCK_P, BLOCK_CO, BLOCK_CI = 32, 32, 16

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import conv_output_size
+from ..checks import conv_output_size
 from . import reference, table
 from .dispatch import run_kernel, triton_kernels
 from .workspace import scratch_like

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .._checks import pair, resolve_padding
+from ..checks import pair, resolve_padding
 
 
 class MaskedConvMixin:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .._checks import pair, resolve_padding
+from ..checks import pair, resolve_padding
 from ..functional import gated_conv2d, resolve_activation
 from ..functional.gated_conv import Activation
 from .vanilla_conv import pass_mask_along

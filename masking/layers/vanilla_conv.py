@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .._checks import shape_str
+from ..checks import shape_str
 from ..functional import update_mask2d
 from ..kernels import ops
 from ._conv_base import MaskedConvMixin

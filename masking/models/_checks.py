@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._checks import check_floating, shape_str
+from ..checks import check_floating, shape_str
 
 
 def check_image_and_mask(image: Tensor, mask: Tensor, *, multiple: int, hint: str = "") -> None:

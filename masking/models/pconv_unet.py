@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_int
+from ..checks import check_int
 from ..functional import mask_product
 from ..layers import CONV_LAYERS, PartialConv2d, create_conv2d
 from ..layers.create_conv import ConvLayer

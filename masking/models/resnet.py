@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_int
+from ..checks import check_int
 
 
 def _check_ints(name: str, values: object, minimum: int) -> tuple[int, ...]:

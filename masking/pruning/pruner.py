@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_int
+from ..checks import check_int
 from ..layers import GatedConv2d
 from .estimators import ESTIMATORS, MagnitudeStats, MaskSource
 from .granularity import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from .._checks import check_int
+from ..checks import check_int
 
 ScheduleKind = Literal["one_shot", "linear", "cubic"]
 SCHEDULES: tuple[str, ...] = ("one_shot", "linear", "cubic")

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .._checks import conv_output_size
+from ..checks import conv_output_size
 from ..kernels import sparse, table
 from .graph import as_args, flatten_outputs
 

@@ -1,4 +1,4 @@
-"""Input checks shared by the public ops: one-line errors naming the argument and what was expected."""
+"""Input checks shared by the ops and the application: one-line errors naming the argument."""
 
 from __future__ import annotations
 
