@@ -78,3 +78,12 @@ def tolerance(dtype: torch.dtype) -> dict[str, float]:
         torch.float16: {"rtol": 1e-2, "atol": 1e-2},
         torch.bfloat16: {"rtol": 5e-2, "atol": 5e-2},
     }[dtype]
+
+
+def assert_same_function(out: Tensor, expected: Tensor, leaves) -> None:
+    """Equal outputs, and equal gradients of a squared loss for every leaf."""
+    torch.testing.assert_close(out, expected)
+    got = torch.autograd.grad(out.square().sum(), leaves)
+    want = torch.autograd.grad(expected.square().sum(), leaves)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)

@@ -2,7 +2,8 @@
 
 from .gated_conv import ACTIVATIONS, gated_conv2d, resolve_activation
 from .mask_product import PackedMask, mask_product, pack_mask
-from .masked_linear import masked_conv2d, masked_linear
+from .masked_conv import masked_conv2d
+from .masked_linear import masked_linear
 from .partial_conv import partial_conv2d, update_mask2d
 
 __all__ = [

@@ -28,9 +28,9 @@ from torch import Tensor
 
 from ..checks import conv_output_size
 from ._triton_sparse import dot_acc
+from .ops import MIN_VALID_COUNT
 
 BLOCK_P, BLOCK_CO, BLOCK_CI = 32, 32, 16
-MIN_VALID_COUNT = 1e-6  # as ops.MIN_VALID_COUNT
 
 
 @triton.jit

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
+import torch
 from torch import Tensor
 
 BACKENDS = ("auto", "reference", "triton")
@@ -70,15 +71,30 @@ def triton_kernels(t: Tensor) -> ModuleType | None:
     return _triton
 
 
+def traced(t: Tensor) -> bool:
+    """Whether ``t`` stands for values being traced (``torch.compile``, ``torch.export``) instead of
+    holding them: code may not branch on its values, and no Triton kernel can run on it.
+
+    Tracing tensors are subclasses (fake and functional tensors); a parameter holds real values.
+    """
+    if torch.compiler.is_compiling():
+        return True
+    return type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter)
+
+
 def run_kernel(name: str, *args):
     """Call Triton kernel ``name`` when it should handle ``args[0]``; ``None`` means use the reference.
+
+    The ops call it from their implementations, which run on real tensors, and from autograd
+    formulas, which ``torch.compile`` traces: there it declines, so the traced graph records the
+    reference (whose own ops dispatch to Triton when the graph runs).
 
     In ``auto`` mode a kernel that fails to compile or launch (a GPU or driver Triton does not
     support) is reported once and Triton is not tried again in this process; with the ``triton``
     backend forced, the error propagates.
     """
     global _triton_broken
-    if _triton_broken is not None and _backend == "auto":
+    if (_triton_broken is not None and _backend == "auto") or traced(args[0]):
         return None
     kernels = triton_kernels(args[0])
     if kernels is None:

@@ -9,9 +9,9 @@ from torch import Tensor
 def mask_product(x: Tensor, mask: Tensor) -> Tensor:
     """``x ⊙ mask`` in ``x``'s dtype and layout; ``mask`` broadcasts to ``x``.
 
-    A floating-point mask of another dtype is first cast to ``x``'s (torch's mixed-precision multiply
-    measured ~15x slower on CPU for a bf16 ``x`` and an fp32 mask); bool and uint8 masks are read as
-    they are, never converted into a temporary.
+    A floating-point mask of another dtype is first cast to ``x``'s: torch's mixed-dtype multiply
+    (a bf16 ``x`` and an fp32 mask) is several times slower on CPU than the cast and a same-dtype
+    multiply together. Bool and uint8 masks are read as they are, never converted into a temporary.
     """
     if mask.is_floating_point() and mask.dtype != x.dtype:
         mask = mask.to(x.dtype)
@@ -39,9 +39,8 @@ def pconv_epilogue_(out: Tensor, scale: Tensor, valid: Tensor, bias: Tensor | No
     ``out`` is ``(B, C_out, H, W)`` in any memory layout; ``scale`` the fp32 ``(B, G, H, W)``
     ``window_size / valid_count`` (0 where nothing is valid) and ``valid`` the matching 0/1 new mask,
     for ``G`` channel groups. Low-precision outputs are rescaled in fp32 so that no intermediate
-    overflows. Two streaming passes; a sparse correction of only the partly valid windows was
-    measured 2.7x slower on CPU, and oneDNN's fused broadcast-multiply post-op no faster than the
-    first pass.
+    overflows. Two streaming passes: the windows wholly inside a hole must come out 0, not the bias,
+    and no single torch op takes the output, the ratio, the bias and the new mask at once.
     """
     s = expand_groups(scale, out.shape[1])
     acc = out if full_precision(out) else out.float()

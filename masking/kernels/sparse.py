@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .dispatch import triton_importable
+from .ops import bsr_linear
 
 BSR_BLOCKS = (16, 32, 64)
 PATHS = (
@@ -158,9 +159,7 @@ class Packed:
             out = x.new_zeros(x.shape[0], self.shape[0])
             return out.index_copy_(1, kept, F.linear(x, kept_weight)) if kept.numel() else out
         if path.startswith("triton_bsr"):
-            from . import ops
-
-            return ops.bsr_linear(x.contiguous(), *data, self.shape[0])
+            return bsr_linear(x.contiguous(), *data, self.shape[0])
         # (W xᵀ)ᵀ: MKL and cuSPARSE multiply a sparse left operand
         return torch.sparse.mm(data[0], x.t().contiguous()).t()
 

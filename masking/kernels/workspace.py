@@ -1,12 +1,12 @@
 """Reusable CPU scratch buffers for temporaries that live only inside one op call.
 
-PyTorch's CPU allocator hands large blocks back to the operating system, so every fresh 16 MB
-temporary costs ~4k page faults, measured as ~2 ms next to a 26 ms convolution. The masked input of a
-partial convolution and the rescaled gradient of its backward are such temporaries: they are created,
-read by one convolution and dropped. This module keeps a few of them per thread, bounded in bytes, so
-repeated calls reuse warm memory. It holds no information about any input (nothing to invalidate) and
-the buffers never escape the op that borrowed them. CUDA tensors do not use it: the CUDA caching
-allocator already reuses memory.
+PyTorch's CPU allocator hands large blocks back to the operating system, so every fresh temporary of
+a few megabytes is page-faulted in again, a cost of the same order as the elementwise pass that
+fills it. The masked input of a partial convolution and the rescaled gradient of its backward are
+such temporaries: they are created, read by one convolution and dropped. This module keeps a few of
+them per thread, bounded in bytes, so repeated calls reuse warm memory. It holds no information
+about any input (nothing to invalidate) and the buffers never escape the op that borrowed them.
+CUDA tensors do not use it: the CUDA caching allocator already reuses memory.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from collections import OrderedDict
 
 import torch
 from torch import Tensor
+
+from .dispatch import traced
 
 MAX_BYTES = 256 * 2**20
 MAX_BUFFERS = 4
@@ -36,15 +38,9 @@ def scratch_like(t: Tensor, slot: str) -> Tensor:
     must not let the result outlive its own call.
     """
     nbytes = t.numel() * t.element_size()
-    # Only plain eager CPU tensors: fake, functional and other subclasses seen while tracing get an
-    # ordinary allocation that the tracer can follow.
-    if (
-        type(t) is not torch.Tensor
-        or t.device.type != "cpu"
-        or nbytes > MAX_BYTES
-        or not _is_dense(t)
-        or torch.compiler.is_compiling()
-    ):
+    # Only eager CPU tensors: the fake and functional tensors seen while tracing get an ordinary
+    # allocation that the tracer can follow.
+    if traced(t) or t.device.type != "cpu" or nbytes > MAX_BYTES or not _is_dense(t):
         return torch.empty_like(t)
     key = (slot, tuple(t.shape), t.stride(), t.dtype)
     buffers = _pool.buffers

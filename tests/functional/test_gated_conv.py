@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from masking import GatedConv2d, gated_conv2d
+from tests.compiled import assert_compiles_like_eager
 from tests.oracle import gated_conv2d_split, tolerance
 
 # (c_in, c_out, kernel, stride, padding, dilation, groups, bias)
@@ -91,6 +92,22 @@ class TestGatedConv2d:
         ref, ref_mask = layer(x, mask)
         torch.testing.assert_close(out, ref)
         assert torch.equal(new_mask, ref_mask)
+        # training: the weight, bias and input gradients through inductor's backward graph
+        assert_compiles_like_eager(layer, [x.requires_grad_(), mask], backend="inductor")
+
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"weight": torch.randn(5, 3, 3, 3)}, r"must be divisible by groups \* 2 = 2"),
+            ({"bias": torch.randn(4)}, r"bias must be \(8,\), got \(4,\)"),
+            ({"padding": -1}, "padding must be >= 0, got -1"),
+            ({"activation": "swishy"}, "activation must be one of"),
+        ],
+    )
+    def test_bad_inputs(self, kwargs, message):
+        args = {"x": torch.randn(2, 3, 6, 6), "weight": torch.randn(8, 3, 3, 3), **kwargs}
+        with pytest.raises(ValueError, match=message):
+            gated_conv2d(**args)
 
     def test_unknown_activation_fails_at_construction(self):
         with pytest.raises(ValueError, match="activation must be one of"):

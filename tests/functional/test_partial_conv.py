@@ -5,6 +5,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import masking
 from masking import PartialConv2d, partial_conv2d, update_mask2d
+from tests.compiled import assert_compiles_like_eager
 from tests.oracle import blob_mask, partial_conv2d_unfold, tolerance
 
 # (c_in, c_out, kernel, stride, padding, dilation, groups, multi_channel, bias)
@@ -379,20 +380,74 @@ class TestPartialConv2d:
         assert out.shape == (1, 4, 11, 11)
 
     def test_torch_compile(self):
+        # training under inductor: the backward is traced (AOTAutograd), so the eager CPU shortcut
+        # that reads the mask's values (no holes: skip x ⊙ m) must stay out of the graph
         layer = PartialConv2d(4, 6, 3, stride=2, padding=1)
-        compiled = torch.compile(layer, fullgraph=True, backend="inductor")
         x, mask, _, _ = make_inputs(4, 6, 3, 1, False, True, size=16)
-        x.requires_grad_()
-        out, new_mask = compiled(x, mask)
-        ref, ref_mask = layer(x, mask)
-        torch.testing.assert_close(out, ref)
-        assert torch.equal(new_mask, ref_mask)
-        (grad,) = torch.autograd.grad(out.sum(), x)
-        (ref_grad,) = torch.autograd.grad(ref.sum(), x)
-        torch.testing.assert_close(grad, ref_grad)
+        assert_compiles_like_eager(layer, [x.requires_grad_(), mask], backend="inductor")
+
+    def test_torch_compile_all_valid_mask(self):
+        # eagerly an all-valid mask takes the no-holes shortcut, in the graph the product: the same
+        layer = PartialConv2d(4, 6, 3, stride=2, padding=1)
+        x = torch.randn(2, 4, 12, 12, requires_grad=True)
+        assert_compiles_like_eager(layer, [x, torch.ones(2, 1, 12, 12)], backend="aot_eager")
+
+    def test_torch_compile_multi_channel_and_without_mask(self):
+        layer = PartialConv2d(4, 6, 3, padding=1, groups=2, multi_channel=True)
+        x, mask, _, _ = make_inputs(4, 6, 3, 2, True, True, size=10)
+        assert_compiles_like_eager(layer, [x.requires_grad_(), mask], backend="aot_eager")
+        # mask=None: partial-convolution padding, the mask built inside the graph
+        layer = PartialConv2d(4, 6, 3, padding=1)
+        assert_compiles_like_eager(layer, [x], backend="aot_eager")
+
+    def test_torch_compile_function_form(self):
+        # the function form, as a training step calls it: every differentiable input gets its
+        # gradient from the compiled graph, the mask none
+        x, mask, weight, b = make_inputs(3, 5, 3, 1, False, True, size=9)
+
+        def step(x, mask, weight, b):
+            return partial_conv2d(x, mask, weight, b, 2, 1)
+
+        leaves = [x.requires_grad_(), mask, weight.requires_grad_(), b.requires_grad_()]
+        assert_compiles_like_eager(step, leaves, backend="aot_eager")
+
+    @pytest.mark.parametrize(
+        ("kwargs", "error", "message"),
+        [
+            ({"mask": torch.ones(2, 3, 12, 12)}, ValueError, "pass multi_channel=True"),
+            ({"weight": torch.randn(5, 2, 3, 3)}, ValueError, "expects 2 input channels"),
+            ({"bias": torch.randn(4)}, ValueError, r"bias must be \(5,\), got \(4,\)"),
+            ({"stride": 0}, ValueError, "stride must be >= 1"),
+            ({"x": torch.ones(2, 3, 12, 12, dtype=torch.int32)}, TypeError, "floating-point"),
+        ],
+    )
+    def test_bad_inputs(self, kwargs, error, message):
+        x, mask, weight, b = make_inputs(3, 5, 3, 1, False, True)
+        args = {"x": x, "mask": mask, "weight": weight, "bias": b, **kwargs}
+        with pytest.raises(error, match=message):
+            partial_conv2d(**args)
 
 
 class TestUpdateMask2d:
+    """The mask update alone; it has no gradient (its output is a comparison), so no gradcheck."""
+
+    def test_smoke(self):
+        mask = torch.zeros(1, 1, 5, 5, dtype=torch.bool)
+        mask[0, 0, 2, 2] = True
+        new_mask = update_mask2d(mask, 3, padding=1)
+        assert new_mask.dtype == torch.bool and int(new_mask.sum()) == 9
+
+    @pytest.mark.parametrize("channels", [1, 3])
+    def test_matches_the_oracle_mask(self, channels):
+        mask = torch.cat([blob_mask(2, 13, 0.6, seed=i) for i in range(channels)], 1)
+        new_mask = update_mask2d(mask, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+        weight = torch.ones(1, channels, 3, 5)
+        _, expected = partial_conv2d_unfold(
+            torch.ones(2, channels, 13, 13), mask, weight, None, (2, 1), (1, 2), (1, 2)
+        )
+        assert new_mask.shape == (2, 1, 7, 9) == expected.shape
+        assert torch.equal(new_mask.double(), expected)
+
     @pytest.mark.parametrize(
         ("kernel", "stride", "padding", "dilation"),
         [(3, 1, 1, 1), (4, 2, 1, 1), (3, 2, 2, 2), (7, 2, 3, 1)],
@@ -415,6 +470,15 @@ class TestUpdateMask2d:
             update_mask2d(torch.ones(4, 4), 3)
         with pytest.raises(ValueError, match="smaller than the kernel"):
             update_mask2d(torch.ones(1, 1, 2, 2), 5)
+
+    def test_torch_compile(self):
+        def fn(mask):
+            return update_mask2d(mask, 3, stride=2, padding=1)
+
+        mask = blob_mask(2, 12, 0.5)
+        compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+        assert torch.equal(compiled(mask), fn(mask))
+        assert torch.equal(compiled(mask.bool()), fn(mask.bool()))
 
 
 def test_value_checks_can_be_disabled():

@@ -39,3 +39,19 @@ def test_cpu_tensors_use_the_reference_in_auto_mode():
     assert dispatch.triton_kernels(torch.ones(3)) is None
     with kernels.backend("reference"):
         assert dispatch.triton_kernels(torch.ones(3)) is None
+
+
+def test_traced_tensors_never_reach_triton(broken_triton):
+    # the autograd formulas run under torch.compile's tracing: a kernel launched on a fake tensor
+    # would fail, and in auto mode that failure would turn Triton off for the whole process
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    broken_triton.mask_product = lambda *a: pytest.fail("a traced tensor reached Triton")
+    with FakeTensorMode():
+        fake = torch.empty(3)
+        assert dispatch.traced(fake)
+        assert dispatch.run_kernel("mask_product", fake, fake) is None
+    assert dispatch._triton_broken is None
+    assert not dispatch.traced(torch.ones(3)) and not dispatch.traced(
+        torch.nn.Parameter(torch.ones(3))
+    )

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from masking import CONV_LAYERS, GatedConv2d, PartialConv2d, VanillaConv2d, create_conv2d
+from tests.compiled import assert_compiles_like_eager
 from tests.oracle import blob_mask
 
 
@@ -77,6 +78,7 @@ class TestVanillaConv2d:
         ref, ref_mask = layer(x, mask)
         torch.testing.assert_close(out, ref)
         assert torch.equal(new_mask, ref_mask)
+        assert_compiles_like_eager(layer, [x.requires_grad_(), mask], backend="inductor")
 
 
 @pytest.mark.parametrize("name", sorted(CONV_LAYERS))

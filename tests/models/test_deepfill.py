@@ -3,6 +3,7 @@ import torch
 
 from masking import GatedConv2d
 from masking.models import GatedGenerator, PatchDiscriminator
+from tests.compiled import assert_compiles_like_eager
 from tests.oracle import blob_mask
 
 
@@ -26,6 +27,12 @@ class TestGatedGenerator:
         coarse, refined = gen(torch.rand(2, 3, 32, 32), blob_mask(2, 32, 0.4))
         (coarse.square().mean() + refined.square().mean()).backward()
         assert [n for n, p in gen.named_parameters() if p.grad is None] == []
+
+
+def test_generator_compiles_fullgraph_for_training():
+    gen = GatedGenerator(width=4)
+    image, mask = torch.rand(2, 3, 16, 16), blob_mask(2, 16, 0.4)
+    assert_compiles_like_eager(gen, [image, mask], backend="aot_eager")
 
 
 def test_gated_output_layers_have_no_activation():
@@ -61,6 +68,12 @@ class TestPatchDiscriminator:
         convs = [m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)]
         assert len(convs) == 6
         assert all(torch.nn.utils.parametrize.is_parametrized(c, "weight") for c in convs)
+
+    def test_compiles_fullgraph_for_training(self):
+        # spectral norm's power iteration updates its vectors in place on every training call
+        disc = PatchDiscriminator(width=4)
+        image = torch.rand(2, 3, 32, 32, requires_grad=True)
+        assert_compiles_like_eager(disc, [image, blob_mask(2, 32, 0.4)], backend="aot_eager")
 
     def test_mask_is_an_input(self):
         disc = PatchDiscriminator(width=8).eval()

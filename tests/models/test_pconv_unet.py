@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from masking.models import PConvUNet
+from tests.compiled import assert_compiles_like_eager
 from tests.oracle import blob_mask
 
 LAYERS = ["partial", "gated", "vanilla"]
@@ -44,6 +45,13 @@ class TestPConvUNet:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = net(torch.rand(2, 3, 32, 32), blob_mask(2, 32, 0.6))
         assert torch.isfinite(out).all()
+
+    def test_compiles_fullgraph_for_training(self, layer):
+        # forward and backward in one graph each (aot_eager traces the backward like inductor does,
+        # without inductor's compile time), batch norm in training mode updating its statistics
+        net = PConvUNet(layer, depth=2, base_width=4, max_width=8)
+        image, mask = torch.rand(2, 3, 16, 16), blob_mask(2, 16, 0.4)
+        assert_compiles_like_eager(net, [image, mask], backend="aot_eager")
 
 
 def test_mask_channel_is_an_input_only_for_plain_layers():

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from masking.models._upsample import upsample2x
+from tests.compiled import assert_compiles_like_eager
 
 
 def reference(x):
@@ -39,3 +40,11 @@ def test_channels_last_keeps_its_layout():
 def test_bool_mask():
     mask = torch.rand(2, 1, 4, 4) > 0.5
     assert torch.equal(upsample2x(mask), reference(mask.float()).bool())
+
+
+def test_torch_compile():
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    assert_compiles_like_eager(upsample2x, [x], backend="aot_eager")
+    # a non-contiguous input takes F.interpolate
+    transposed = x.detach().transpose(2, 3).requires_grad_()
+    assert_compiles_like_eager(upsample2x, [transposed], backend="aot_eager")
