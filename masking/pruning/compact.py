@@ -1,10 +1,11 @@
 """Compaction: physically remove dropped channels from every coupled layer, and check the result.
 
 The hand-off from mask learning is a dense model whose dropped channels are zero in every member of
-their group (``masking.pruning.graph``). Compaction removes those channels: output rows of the
-layers that write them, input columns of the layers that read them, batch-norm statistics, the
-feature and gate rows of gated convolutions. Removing a zero channel does not change what the
-model computes, so :func:`check_equivalent` against the masked model is the acceptance test.
+their group (``masking.pruning.graph``). Compaction removes those channels, each layer by its rule
+(``masking.pruning.rules``): output rows of the layers that write them, input columns of the layers
+that read them, batch-norm statistics, the feature and gate rows of gated convolutions. Removing a
+zero channel does not change what the model computes, so :func:`check_equivalent` against the masked
+model is the acceptance test.
 """
 
 from __future__ import annotations
@@ -15,17 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..layers import GatedConv2d
-from .graph import (
-    CompactionError,
-    TracedGroup,
-    analyse,
-    as_args,
-    evaluating,
-    flatten_outputs,
-    gated_rows,
-    parametrized_module,
-)
+from . import rules
+from .graph import analyse, as_args, evaluating, flatten_outputs, parametrized_module
+from .groups import CompactionError, TracedGroup
 
 __all__ = ["CompactionError", "check_equivalent", "compact"]
 
@@ -84,7 +77,7 @@ def compact(
             _collect(groups[root], channels, removals, names)
     for module in dict.fromkeys(module for module, _ in removals):
         try:
-            _shrink(
+            rules.shrink(
                 module,
                 out_drop=sorted(removals.get((module, "out"), ())),
                 in_drop=sorted(removals.get((module, "in"), ())),
@@ -190,87 +183,6 @@ def _collect(
         if idxs:
             names[touch.module] = touch.name
             removals.setdefault((touch.module, touch.side), set()).update(idxs)
-
-
-def _kept(size: int, drop: list[int], device: torch.device) -> Tensor:
-    keep = torch.ones(size, dtype=torch.bool)
-    keep[drop] = False
-    return keep.nonzero().flatten().to(device)
-
-
-def _select(module: nn.Module, name: str, dim: int, index: Tensor) -> None:
-    """Replace a parameter or buffer by its entries at ``index`` along ``dim``."""
-    old = getattr(module, name)
-    if old is None:
-        return
-    new = old.detach().index_select(dim, index.to(old.device))
-    if isinstance(old, nn.Parameter):
-        setattr(module, name, nn.Parameter(new, requires_grad=old.requires_grad))
-    else:
-        setattr(module, name, new)
-
-
-def _shrink_matrix(
-    module: nn.Module,
-    sizes: tuple[str, str],
-    dims: tuple[int, int],
-    out_drop: list[int],
-    in_drop: list[int],
-    device: torch.device,
-) -> None:
-    """A conv or linear layer: drop weight rows (and bias) for outputs, columns for inputs.
-
-    ``sizes`` names the layer's (output, input) size attributes, ``dims`` the weight's dimensions.
-    """
-    out_size, in_size = sizes
-    if out_drop:
-        index = _kept(getattr(module, out_size), out_drop, device)
-        _select(module, "weight", dims[0], index)
-        _select(module, "bias", 0, index)
-        setattr(module, out_size, len(index))
-    if in_drop:
-        _select(module, "weight", dims[1], _kept(getattr(module, in_size), in_drop, device))
-        setattr(module, in_size, getattr(module, in_size) - len(in_drop))
-
-
-def _shrink(module: nn.Module, *, out_drop: list[int], in_drop: list[int]) -> None:
-    """Remove output channels ``out_drop`` and input channels ``in_drop`` of one layer."""
-    device = next(module.parameters(), torch.empty(0)).device
-    if isinstance(module, GatedConv2d):
-        if out_drop:
-            kept = _kept(module.out_channels, out_drop, device).tolist()
-            features, gates = gated_rows(module.out_channels, module.groups, kept)
-            rows = torch.tensor(features + gates, device=device)
-            _select(module, "weight", 0, rows)
-            _select(module, "bias", 0, rows)
-            module.out_channels = len(kept)
-        if in_drop:
-            _select(module, "weight", 1, _kept(module.in_channels, in_drop, device))
-            module.in_channels -= len(in_drop)
-    elif isinstance(module, nn.modules.conv._ConvNd):
-        if module.groups > 1:  # depthwise: one input channel per output channel, coupled
-            index = _kept(module.out_channels, out_drop, device)
-            _select(module, "weight", 0, index)
-            _select(module, "bias", 0, index)
-            module.out_channels = module.in_channels = module.groups = len(index)
-            return
-        dims = (1, 0) if module.transposed else (0, 1)
-        _shrink_matrix(module, ("out_channels", "in_channels"), dims, out_drop, in_drop, device)
-    elif isinstance(module, nn.Linear):
-        _shrink_matrix(module, ("out_features", "in_features"), (0, 1), out_drop, in_drop, device)
-    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-        index = _kept(module.num_features, out_drop, device)
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            _select(module, name, 0, index)
-        module.num_features = len(index)
-    elif isinstance(module, nn.PReLU):
-        if module.num_parameters == 1:  # one slope shared by all channels
-            return
-        index = _kept(module.num_parameters, out_drop, device)
-        _select(module, "weight", 0, index)
-        module.num_parameters = len(index)
-    else:  # pragma: no cover - analyse leaves such groups out
-        raise CompactionError(f"{type(module).__name__} cannot be compacted")
 
 
 def _check_still_runs(

@@ -5,6 +5,13 @@ to build the dense architecture (a ``_target_`` callable and its keyword argumen
 module that holds tensors, its class, tensor shapes and channel attributes after pruning;
 ``model.pt`` holds the state_dict. Loading builds the dense model, resizes each module to the
 recorded shapes and loads the weights: no tracing, no pickled classes, no pruning code.
+
+An export directory is data, never code. :func:`load_pruned` checks the whole spec before it imports
+or calls anything: every ``_target_`` (nested ones too) must be one of the project's networks
+(``masking.models``, ``masking.layers``), a ``torchvision.models`` builder (or ``get_model``) or a
+``torch.nn`` module, or a builder the caller passes in ``builders=``; every recorded class must come
+from ``torch.nn``, ``torchvision`` or ``masking`` (or the package of a builder passed in); only the
+channel attributes are set. The weights load with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -13,13 +20,15 @@ import hashlib
 import importlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .. import layers, models
 from ..io import write_atomic
 from .graph import parametrized_module
 
@@ -39,6 +48,13 @@ CHANNEL_ATTRIBUTES = (
     "out_features",
     "num_parameters",
 )
+
+# Namespaces a ``_target_`` may be imported from: importing one of their modules runs only code of
+# the project, torch or torchvision. Anything else is refused unless the caller passes the builder.
+TRUSTED_NAMESPACES = ("masking.models", "masking.layers", "torchvision.models", "torch.nn")
+# Where the recorded classes of an export may come from (besides the packages of passed builders).
+TRUSTED_CLASS_PACKAGES = ("torch.nn", "torchvision", "masking")
+_CONFIG_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 
 
 def export_pruned(
@@ -104,26 +120,38 @@ def export_pruned(
     return directory
 
 
-def load_pruned(directory: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
+def load_pruned(
+    directory: str | Path,
+    *,
+    map_location: str | torch.device = "cpu",
+    builders: Mapping[str, Callable[..., Any]] | None = None,
+) -> nn.Module:
     """Rebuild a model written by :func:`export_pruned`, in eval mode.
 
-    The builder is imported and called, every recorded module is resized (parameters and buffers
+    The whole spec is checked first (see the module docstring: which builders and classes are
+    allowed), then the builder is called, every recorded module is resized (parameters and buffers
     replaced by empty tensors of the recorded shapes and dtypes, channel attributes set), and the
     state_dict is loaded strictly. The result computes exactly what the exported model computed.
 
     Args:
         directory: the folder holding ``architecture.json`` and ``model.pt``.
         map_location: device to load onto.
+        builders: your own builders, by the ``_target_`` string the export records, e.g.
+            ``{"mypackage.nets.MyNet": MyNet}``; they are called instead of importing anything.
+            Classes from their packages may then appear in the recorded modules.
 
     Returns:
         The slim model, in eval mode, on ``map_location``.
 
     Raises:
         FileNotFoundError: the folder or one of its files is missing.
-        ValueError: a file is unreadable or from another export, the format version is unknown, or
-            the recorded modules or weights do not fit the builder's model (naming the key).
-        ImportError: the builder's ``_target_`` cannot be imported.
+        ValueError: a file is unreadable or from another export, the format version is unknown, a
+            ``_target_``, recorded class or attribute is not allowed (naming the file, the value and
+            how to allow it), or the recorded modules or weights do not fit the builder's model
+            (naming the key).
+        ImportError: a ``_target_`` in an allowed namespace does not exist.
     """
+    builders = _check_builders(builders)
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"no exported model at {str(directory)!r}: not a directory")
@@ -138,8 +166,11 @@ def load_pruned(directory: str | Path, *, map_location: str | torch.device = "cp
             f"{WEIGHTS_FILE} in {str(directory)!r} does not match {ARCHITECTURE_FILE} "
             "(corrupted, or written by another export)"
         )
+    where = f"{ARCHITECTURE_FILE} in {str(directory)!r}"
+    factories = _resolve_builder(spec["builder"], builders, where)
+    _check_modules(spec["modules"], builders, where)
     device = torch.device(map_location)
-    model = _build(spec["builder"])
+    model = _build(spec["builder"], factories)
     for name, module_spec in spec["modules"].items():
         _resize(model, name, module_spec, device)
     model.to(device)
@@ -199,8 +230,76 @@ def _read_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
+def _check_builders(builders: Any) -> dict[str, Callable[..., Any]]:
+    if builders is None:
+        return {}
+    if not isinstance(builders, Mapping) or not all(
+        isinstance(k, str) and callable(v) for k, v in builders.items()
+    ):
+        raise ValueError(
+            "builders must map _target_ strings to callables, e.g. "
+            f"{{'mypackage.MyNet': MyNet}}, got {builders!r}"
+        )
+    return dict(builders)
+
+
+def _configs(value: Any) -> Iterator[dict[str, Any]]:
+    """Every mapping with a ``_target_`` in a builder config, outermost first."""
+    if isinstance(value, dict):
+        if "_target_" in value:
+            yield value
+        for item in value.values():
+            yield from _configs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _configs(item)
+
+
+def _resolve_builder(
+    builder: dict[str, Any], builders: dict[str, Callable[..., Any]], where: str
+) -> dict[str, Callable[..., Any]]:
+    """Check every ``_target_`` of the builder config and return ``_target_`` -> callable."""
+    if not isinstance(builder.get("_target_"), str):
+        raise ValueError(f"{where}: builder lacks a '_target_' dotted path")
+    factories: dict[str, Callable[..., Any]] = {}
+    for config in _configs(builder):
+        target = config["_target_"]
+        if not isinstance(target, str):
+            raise ValueError(f"{where}: _target_ must be a dotted path, got {target!r}")
+        if config.get("_partial_"):
+            raise ValueError(
+                f"{where}: builder {target!r} has _partial_: true; it must build the model itself"
+            )
+        if not isinstance(config.get("_args_", []), list):
+            raise ValueError(f"{where}: _args_ of {target!r} must be a list")
+        if target not in factories:
+            factories[target] = _resolve(target, builders, where)
+    return factories
+
+
+def _resolve(target: str, builders: dict[str, Callable[..., Any]], where: str) -> Callable:
+    if target in builders:
+        return builders[target]
+    refusal = ValueError(
+        f"{where}: _target_ {target!r} is not allowed; load_pruned builds only masking.models, "
+        "masking.layers, torchvision.models builders and torch.nn modules (to build your own, "
+        f"pass builders={{{target!r}: <the callable>}})"
+    )
+    parts = target.split(".")
+    trusted = any(
+        parts[: len(space.split("."))] == space.split(".") for space in TRUSTED_NAMESPACES
+    )
+    if not trusted or not all(part.isidentifier() for part in parts):
+        raise refusal
+    factory = _import_target(target)
+    if _allowed_factories().get(id(factory)) is not factory:
+        raise refusal
+    return factory
+
+
 def _import_target(target: str) -> Any:
-    """The object at a dotted path: the longest importable module prefix, then attributes."""
+    """The object at a dotted path inside a trusted namespace: the longest importable module
+    prefix, then attributes."""
     parts = target.split(".")
     for split in range(len(parts) - 1, 0, -1):
         try:
@@ -216,8 +315,68 @@ def _import_target(target: str) -> Any:
     raise ImportError(f"builder _target_ {target!r} cannot be imported")
 
 
-def _build(builder: dict[str, Any]) -> nn.Module:
-    model = _instantiate(builder)
+@cache
+def _allowed_factories() -> dict[int, Callable[..., Any]]:
+    """id -> callable for every builder an export may name (reached by any of its paths)."""
+    import torchvision.models  # imported on first load only: it takes a while and is rarely needed
+
+    allowed: list[Any] = [getattr(models, name) for name in models.__all__]
+    allowed += [getattr(layers, name) for name in layers.__all__]
+    allowed += [
+        value
+        for value in vars(nn).values()
+        if isinstance(value, type) and issubclass(value, nn.Module)
+    ]
+    allowed.append(torchvision.models.get_model)
+    allowed += [torchvision.models.get_model_builder(n) for n in torchvision.models.list_models()]
+    return {id(factory): factory for factory in allowed if callable(factory)}
+
+
+def _check_modules(
+    modules: dict[str, Any], builders: dict[str, Callable[..., Any]], where: str
+) -> None:
+    """Recorded classes from trusted packages, channel attributes only, valid tensor specs."""
+    packages = {*TRUSTED_CLASS_PACKAGES, *(_package(b) for b in builders.values())} - {""}
+    for name, spec in modules.items():
+        if not isinstance(spec, dict) or not all(
+            isinstance(spec.get(key, {}), dict) for key in ("attributes", "parameters", "buffers")
+        ):
+            raise ValueError(f"{where}: module {name!r} is not recorded as export_pruned writes")
+        cls = spec.get("class")
+        if not (isinstance(cls, str) and any(cls.startswith(p + ".") for p in packages)):
+            raise ValueError(
+                f"{where}: module {name!r} is recorded as class {cls!r}, which is not from "
+                f"{', '.join(sorted(packages))} (pass the builder that makes it in builders=)"
+            )
+        for attr, value in spec.get("attributes", {}).items():
+            if attr not in CHANNEL_ATTRIBUTES or not _is_size(value):
+                raise ValueError(
+                    f"{where}: {name}.{attr} = {value!r} is not a channel attribute "
+                    f"({', '.join(CHANNEL_ATTRIBUTES)}) with an int value"
+                )
+        for kind in ("parameters", "buffers"):
+            for key, tensor in spec.get(kind, {}).items():
+                recorded = tensor if isinstance(tensor, dict) else {}
+                shape = recorded.get("shape")
+                dtype = getattr(torch, str(recorded.get("dtype")), None)
+                sizes = isinstance(shape, list) and all(_is_size(n) for n in shape)
+                if not (sizes and isinstance(dtype, torch.dtype)):
+                    raise ValueError(
+                        f"{where}: {name}.{key} must record a list of sizes and a torch dtype, "
+                        f"got {tensor!r}"
+                    )
+
+
+def _package(obj: Any) -> str:
+    return (getattr(obj, "__module__", None) or "").partition(".")[0]
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _build(builder: dict[str, Any], factories: dict[str, Callable[..., Any]]) -> nn.Module:
+    model = _instantiate(builder, factories)
     if not isinstance(model, nn.Module):
         raise ValueError(
             f"builder {builder['_target_']!r} returned a {type(model).__name__}, not an nn.Module"
@@ -225,34 +384,27 @@ def _build(builder: dict[str, Any]) -> nn.Module:
     return model
 
 
-def _instantiate(config: dict[str, Any]) -> Any:
+def _instantiate(config: dict[str, Any], factories: dict[str, Callable[..., Any]]) -> Any:
     """Call ``_target_`` with the other keys as keyword arguments (``_args_`` positional); nested
     mappings with a ``_target_`` are built first. The subset of Hydra's convention that a network
-    config uses, without importing Hydra."""
-    target = config.get("_target_")
-    if not isinstance(target, str):
-        raise ValueError("architecture.json: builder lacks a '_target_' dotted path")
-    if config.get("_partial_"):
-        raise ValueError(f"builder {target!r} has _partial_: true; it must build the model itself")
-    factory = _import_target(target)
-    args = [_maybe_instantiate(v) for v in config.get("_args_", [])]
+    config uses, without importing Hydra. ``factories`` holds the checked callables."""
+    target = config["_target_"]
+    args = [_maybe_instantiate(v, factories) for v in config.get("_args_", [])]
     kwargs = {
-        k: _maybe_instantiate(v)
-        for k, v in config.items()
-        if k not in ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
+        k: _maybe_instantiate(v, factories) for k, v in config.items() if k not in _CONFIG_KEYS
     }
     try:
-        return factory(*args, **kwargs)
+        return factories[target](*args, **kwargs)
     except Exception as exc:
         first_line = next(iter(str(exc).splitlines()), "")
         raise ValueError(f"builder {target!r} failed: {type(exc).__name__}: {first_line}") from exc
 
 
-def _maybe_instantiate(value: Any) -> Any:
+def _maybe_instantiate(value: Any, factories: dict[str, Callable[..., Any]]) -> Any:
     if isinstance(value, dict) and "_target_" in value:
-        return _instantiate(value)
+        return _instantiate(value, factories)
     if isinstance(value, list):
-        return [_maybe_instantiate(v) for v in value]
+        return [_maybe_instantiate(v, factories) for v in value]
     return value
 
 

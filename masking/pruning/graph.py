@@ -8,14 +8,15 @@ its groups into plain records (:class:`ChannelGroup`) and keeps only the groups 
 remove exactly: zeroing a group's member rows for some channels ("masked model") and physically
 removing those channels (``masking.pruning.compact``) give the same outputs.
 
-A group is left out when removing its channels would change the model's output shape, when it
-touches an ``ignored`` module, or when that equivalence cannot be guaranteed: grouped (not
-depthwise) convolutions, normalisations that mix channels (LayerNorm, GroupNorm), channel
-splits/slices, multi-channel partial convolutions (whose renormalisation counts input channels),
-and any group whose channels a forward pass with all member rows zeroed does not silence at every
-layer that reads them (an activation with ``f(0) != 0`` such as a sigmoid, a batch norm without
-affine parameters, a coupling the tracer missed). Excluded groups are logged at DEBUG level with the
-reason.
+What each layer type contributes to a group, and whether it can shrink, is its rule
+(``masking.pruning.rules``); this module is the adapter around the tracer. A group is left out when
+removing its channels would change the model's output shape, when it touches an ``ignored`` module,
+when it touches a layer without a rule or whose rule refuses it (grouped, not depthwise,
+convolutions; multi-channel partial convolutions, whose renormalisation counts input channels;
+normalisations that mix channels such as LayerNorm or GroupNorm have no rule), when channels are
+split or sliced by position, or when verification (``masking.pruning.verify``) finds that a forward
+pass with all member rows zeroed does not silence the channels at every layer that reads them.
+Excluded groups are logged at DEBUG level with the reason.
 """
 
 from __future__ import annotations
@@ -33,81 +34,13 @@ import torch_pruning as tp
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..layers import GatedConv2d, PartialConv2d, VanillaConv2d
+from .groups import ChannelGroup, CompactionError, Member, Touch, TracedGroup
+from .rules import rule_for
+from .verify import silencing_failures
 
 __all__ = ["ChannelGroup", "CompactionError", "Member", "channel_groups"]
 
 logger = logging.getLogger(__name__)
-
-# Layers whose forward is ``(x, mask) -> (out, new_mask)``: only ``x`` carries channels.
-_MASKED_LAYERS = (PartialConv2d, VanillaConv2d, GatedConv2d)
-
-
-class CompactionError(RuntimeError):
-    """A model, layer or channel selection that cannot be compacted; the message names the layer."""
-
-
-@dataclass(frozen=True)
-class Member:
-    """Rows of one parameter that belong to a channel group.
-
-    Attributes:
-        module: qualified name of the module (as in ``model.named_modules()``).
-        param: ``"weight"`` or ``"bias"``.
-        dim: the dimension of the parameter that indexes channels.
-        rows: indices along ``dim``.
-        channels: for each entry of ``rows``, the channel of the group it belongs to.
-    """
-
-    module: str
-    param: str
-    dim: int
-    rows: tuple[int, ...]
-    channels: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class ChannelGroup:
-    """Channels that are removed together, numbered by the output channels of ``root``.
-
-    Attributes:
-        root: qualified name of the module whose output channels define the numbering.
-        size: number of channels in the group.
-        members: the output-side parameters: zeroing the rows of channel ``c`` in every member
-            silences channel ``c`` everywhere it flows. Input-side parameters (the next layer's
-            ``dim 1``) are not members.
-        modules: every module the group touches (output and input side), in model order.
-    """
-
-    root: str
-    size: int
-    members: tuple[Member, ...]
-    modules: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Touch:
-    """One module's part in a group: which of its channel indices map to which group channel.
-
-    ``side`` is ``"out"`` for the output side (including layers that couple input and output
-    channels one to one: batch norm, depthwise convolution, PReLU) and ``"in"`` for layers that
-    read the group's channels. ``idxs`` index the module's output channels (``"out"``) or its input
-    features (``"in"``; after a flatten, one channel spans several features).
-    """
-
-    name: str
-    module: nn.Module
-    side: str
-    idxs: tuple[int, ...]
-    channels: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class TracedGroup:
-    """A compactable group with the touches ``compact`` needs to remove its channels."""
-
-    group: ChannelGroup
-    touches: tuple[Touch, ...]
 
 
 @dataclass(frozen=True)
@@ -187,7 +120,8 @@ def analyse(
         for root_name, root in model.named_modules():
             if root in covered or root not in graph.module2node:
                 continue
-            if not isinstance(root, (nn.modules.conv._ConvNd, nn.Linear, GatedConv2d)):
+            rule = rule_for(root)
+            if rule is None or not rule.roots:
                 continue
             touches, reason = _group_touches(graph, root, names, output_fns)
             outs = {(t.module, i) for t in touches if t.side == "out" for i in t.idxs}
@@ -202,7 +136,7 @@ def analyse(
             else:
                 excluded[root_name] = reason
     with evaluating(model):
-        excluded |= _silencing_failures(model, args, candidates)
+        excluded |= silencing_failures(model, args, candidates)
     groups = [traced for traced in candidates if traced.group.root not in excluded]
     for root_name, reason in excluded.items():
         logger.debug("channel group %r left out: %s", root_name, reason)
@@ -231,17 +165,6 @@ def flatten_outputs(output: Any) -> list[Tensor]:
     if isinstance(output, dict):
         return [t for item in output.values() for t in flatten_outputs(item)]
     return []
-
-
-def gated_rows(out_channels: int, groups: int, channels: Sequence[int]) -> tuple[list, list]:
-    """Weight rows of a :class:`GatedConv2d`'s gated output channels: (feature rows, gate rows).
-
-    Per convolution group the weight holds ``out_channels / groups`` feature filters, then as many
-    gate filters.
-    """
-    per_group = out_channels // groups
-    features = [(c // per_group) * 2 * per_group + c % per_group for c in channels]
-    return features, [row + per_group for row in features]
 
 
 def parametrized_module(model: nn.Module) -> str | None:
@@ -286,12 +209,13 @@ def evaluating(model: nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def _tracing(model: nn.Module) -> Iterator[None]:
     """Eval mode, autograd on and every parameter requiring grad (the tracer follows grad_fns);
-    masked layers expose only ``x`` to the tracer, so the pixel mask never couples channels."""
+    layers whose rule is ``opaque`` expose only ``x`` to the tracer, so a pixel mask never couples
+    channels."""
     frozen = [p for p in model.parameters() if not p.requires_grad]
     hooks = [
         module.register_forward_hook(_hide_internals, with_kwargs=True, prepend=True)
         for module in model.modules()
-        if isinstance(module, _MASKED_LAYERS)
+        if (rule := rule_for(module)) is not None and rule.opaque
     ]
     try:
         for p in frozen:
@@ -332,8 +256,9 @@ def _hide_internals(module: nn.Module, args: tuple, kwargs: dict, output: Any) -
     return _Opaque.apply(output.detach(), x, *params)
 
 
-class _GatedConvPruner(tp.pruner.BasePruningFunc):
-    """Tells the tracer how many channels a :class:`GatedConv2d` reads and writes.
+class _ChannelCounts(tp.pruner.BasePruningFunc):
+    """Tells the tracer how many channels a layer it does not know reads and writes (the layers
+    whose rule has ``custom_tracing``, such as :class:`~masking.layers.GatedConv2d`).
 
     The removal itself is done by ``masking.pruning.compact``; distinct in/out methods mark the
     layer's input and output channels as independent.
@@ -362,8 +287,12 @@ def _trace(model: nn.Module, args: tuple[Any, ...]) -> tuple[tp.DependencyGraph,
     def traced_outputs(output: Any) -> list[Tensor]:
         return [t for t in flatten_outputs(output) if t.grad_fn is not None]
 
-    pruner = _GatedConvPruner()
-    gated_types = {type(m) for m in model.modules() if isinstance(m, GatedConv2d)}
+    pruner = _ChannelCounts()
+    custom_types = {
+        type(m)
+        for m in model.modules()
+        if (rule := rule_for(m)) is not None and rule.custom_tracing
+    }
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -372,7 +301,7 @@ def _trace(model: nn.Module, args: tuple[Any, ...]) -> tuple[tp.DependencyGraph,
                 example_inputs=args,
                 forward_fn=forward,
                 output_transform=traced_outputs,
-                customized_pruners=dict.fromkeys(gated_types, pruner),
+                customized_pruners=dict.fromkeys(custom_types, pruner),
                 verbose=False,
             )
     except Exception as exc:
@@ -432,69 +361,25 @@ def _group_touches(
     return tuple(touches), reason
 
 
-def _conv_kind(conv: nn.Module) -> str:
-    """``plain`` (groups 1), ``depthwise`` (one input per output channel) or ``grouped``."""
-    if conv.groups == 1:
-        return "plain"
-    if conv.groups == conv.in_channels == conv.out_channels and not getattr(conv, "transposed", 0):
-        return "depthwise"
-    return "grouped"
-
-
 def _unsupported(touches: tuple[Touch, ...], is_ignored) -> str | None:
     """Why compaction cannot remove this group exactly, or None."""
     for touch in touches:
-        name, module, side = touch.name, touch.module, touch.side
+        name, module = touch.name, touch.module
         if is_ignored(name, module):
             return f"it touches the ignored module {name!r}"
         if len(set(touch.idxs)) != len(touch.idxs):
             return f"it maps two channels onto one index of {name!r}"
-        if isinstance(module, GatedConv2d):
-            if module.groups != 1:
-                return f"{name!r} is a grouped gated convolution (groups={module.groups})"
-        elif isinstance(module, nn.modules.conv._ConvNd):
-            kind = _conv_kind(module)
-            if kind == "grouped":
-                return f"{name!r} is a grouped convolution (groups={module.groups})"
-            if side == "in" and isinstance(module, PartialConv2d) and module.multi_channel:
-                return (
-                    f"{name!r} is a multi-channel partial convolution, whose renormalisation "
-                    "counts its input channels"
-                )
-        elif isinstance(module, nn.Linear):
-            pass
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if side != "out":  # pragma: no cover - batch norm couples input and output
-                return f"{name!r} reads the channels without writing them"
-        elif isinstance(module, nn.PReLU):
-            pass  # one slope per channel, or one shared slope that stays
-        else:
+        rule = rule_for(module)
+        if rule is None:
             return f"{name!r} ({type(module).__name__}) cannot be compacted"
+        reason = rule.unsupported(name, module, touch.side)
+        if reason is not None:
+            return reason
     return None
 
 
 def _members_of(touch: Touch) -> list[Member]:
-    module, rows, channels = touch.module, list(touch.idxs), list(touch.channels)
-    params: list[tuple[str, int, list[int], list[int]]] = []
-    if isinstance(module, GatedConv2d):
-        features, gates = gated_rows(module.out_channels, module.groups, rows)
-        params.append(("weight", 0, features + gates, channels + channels))
-        if module.bias is not None:
-            params.append(("bias", 0, features + gates, channels + channels))
-    elif isinstance(module, nn.modules.conv._ConvNd):
-        params.append(("weight", 1 if module.transposed else 0, rows, channels))
-        if module.bias is not None:
-            params.append(("bias", 0, rows, channels))
-    elif isinstance(module, nn.Linear):
-        params.append(("weight", 0, rows, channels))
-        if module.bias is not None:
-            params.append(("bias", 0, rows, channels))
-    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-        if module.affine:
-            params += [("weight", 0, rows, channels), ("bias", 0, rows, channels)]
-    elif isinstance(module, nn.PReLU) and module.num_parameters > 1:
-        params.append(("weight", 0, rows, channels))
-    return [Member(touch.name, p, d, tuple(r), tuple(c)) for p, d, r, c in params]
+    return rule_for(touch.module).members(touch.name, touch.module, touch.idxs, touch.channels)
 
 
 def _make_group(root: str, touches: tuple[Touch, ...], names: dict) -> ChannelGroup:
@@ -504,104 +389,3 @@ def _make_group(root: str, touches: tuple[Touch, ...], names: dict) -> ChannelGr
     modules = sorted({touch.name for touch in touches}, key=order.__getitem__)
     size = len(next(t for t in touches if t.name == root and t.side == "out").idxs)
     return ChannelGroup(root=root, size=size, members=tuple(members), modules=tuple(modules))
-
-
-def _silencing_failures(
-    model: nn.Module, args: tuple[Any, ...], candidates: list[TracedGroup]
-) -> dict[str, str]:
-    """Groups whose channels a forward pass with their member rows zeroed does not silence.
-
-    All groups are checked in one pass, each with a pseudo-random half of its channels zeroed (at
-    least one): a reader must then see exact zeros at the zeroed channels' indices. Zeroing only
-    part of every group keeps a coupling the tracer missed visible (the other group's copy of the
-    channel is usually not zeroed). A failing group is left out and the others are checked again.
-
-    Returns:
-        Root name -> reason, for the groups that fail.
-    """
-    generator = torch.Generator().manual_seed(0)
-    zeroed_channels: dict[str, set[int]] = {}
-    for traced in candidates:
-        pick = torch.rand(traced.group.size, generator=generator) < 0.5
-        if not pick.any():
-            pick[torch.randint(traced.group.size, (1,), generator=generator)] = True
-        zeroed_channels[traced.group.root] = set(pick.nonzero().flatten().tolist())
-    failures: dict[str, str] = {}
-    remaining = list(candidates)
-    while remaining:
-        found = _silencing_pass(model, args, remaining, zeroed_channels)
-        if not found:
-            break
-        failures |= found
-        remaining = [t for t in remaining if t.group.root not in found]
-    return failures
-
-
-def _silencing_pass(
-    model: nn.Module,
-    args: tuple[Any, ...],
-    candidates: list[TracedGroup],
-    zeroed_channels: dict[str, set[int]],
-) -> dict[str, str]:
-    params = dict(model.named_parameters())
-    zeroed: dict[str, Tensor] = {}
-    for traced in candidates:
-        channels = zeroed_channels[traced.group.root]
-        for member in traced.group.members:
-            key = f"{member.module}.{member.param}" if member.module else member.param
-            rows = [r for r, c in zip(member.rows, member.channels) if c in channels]
-            current = zeroed.get(key, params[key].detach())
-            index = torch.tensor(rows, dtype=torch.long, device=current.device)
-            zeroed[key] = current.index_fill(member.dim, index, 0)
-    failures: dict[str, str] = {}
-    called: set[tuple[str, str]] = set()
-
-    def reader_hook(root: str, touch: Touch, idxs: list[int]):
-        def hook(module: nn.Module, hook_args: tuple, kwargs: dict) -> None:
-            x = hook_args[0] if hook_args else next(iter(kwargs.values()), None)
-            if not isinstance(x, Tensor):
-                return
-            called.add((root, touch.name))
-            dim = -1 if isinstance(module, nn.Linear) else 1
-            index = torch.tensor(idxs, dtype=torch.long, device=x.device)
-            largest = float(x.index_select(dim, index).abs().nan_to_num(float("inf")).max())
-            if largest != 0 and root not in failures:
-                failures[root] = (
-                    f"zeroing its members leaves values up to {largest:.3g} at the input of "
-                    f"{touch.name!r}"
-                )
-
-        return hook
-
-    hooks = []
-    for traced in candidates:
-        root, channels = traced.group.root, zeroed_channels[traced.group.root]
-        for touch in traced.touches:
-            idxs = [i for i, c in zip(touch.idxs, touch.channels) if c in channels]
-            if touch.side == "in" and idxs:
-                hook = reader_hook(root, touch, idxs)
-                hooks.append(
-                    touch.module.register_forward_pre_hook(hook, with_kwargs=True, prepend=True)
-                )
-    try:
-        with torch.no_grad():
-            torch.func.functional_call(model, zeroed, args, strict=False)
-    except Exception as exc:
-        reason = f"the model fails with its members zeroed ({type(exc).__name__}: {exc})"
-        if len(candidates) == 1:
-            return {candidates[0].group.root: reason.splitlines()[0]}
-        for hook in hooks:
-            hook.remove()
-        hooks = []
-        for traced in candidates:  # find the culprits one group at a time
-            failures |= _silencing_pass(model, args, [traced], zeroed_channels)
-        return failures
-    finally:
-        for hook in hooks:
-            hook.remove()
-    for traced in candidates:
-        root = traced.group.root
-        for touch in traced.touches:
-            if touch.side == "in" and (root, touch.name) not in called and root not in failures:
-                failures[root] = f"{touch.name!r} was not called with the group's channels"
-    return failures

@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 
 from ..kernels import ops
 from .estimators import MaskSource
-from .granularity import Granularity, expand_block_mask
+from .granularity import Granularity
 
 
 class HadamardMask(nn.Module):
@@ -44,8 +44,7 @@ class HadamardMask(nn.Module):
     ) -> None:
         super().__init__()
         self.source = source
-        self.kind = granularity.kind
-        self.block = granularity.block
+        self.granularity = granularity
         self.dim = dim
         self.first = first
         self.identity = rows is None
@@ -53,27 +52,22 @@ class HadamardMask(nn.Module):
         self.register_buffer("channels", channels, persistent=False)
 
     def expand(self, mask: Tensor, weight: Tensor) -> Tensor:
-        if self.kind == "block":
-            return expand_block_mask(mask, self.block, weight.shape)
-        if self.kind != "channel":
-            return mask
-        if not self.identity:
+        if not self.identity:  # a group member whose rows map onto some of the group's channels
             size = weight.shape[self.dim]
             picked = mask.index_select(0, self.channels)
             mask = torch.ones(size, dtype=mask.dtype, device=mask.device).index_copy(
                 0, self.rows, picked
             )
-        shape = [1] * weight.dim()
-        shape[self.dim] = -1
-        return mask.view(shape)
+        return self.granularity.expand(mask, weight.shape, dim=self.dim)
 
     def forward(self, weight: Tensor) -> Tensor:
-        own = weight if self.kind in ("weight", "n:m") else None
+        own = weight if self.granularity.elementwise else None
         mask = self.source.mask(own, self.first and self.training)
         return ops.mask_product(weight, self.expand(mask, weight).to(weight.dtype))
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}" + (f", dim={self.dim}" if self.kind == "channel" else "")
+        dim = f", dim={self.dim}" if self.granularity.structured else ""
+        return f"granularity={str(self.granularity)!r}{dim}"
 
 
 def attach(module: nn.Module, name: str, mask: HadamardMask) -> None:

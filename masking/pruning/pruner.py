@@ -15,15 +15,10 @@ from torch import Tensor, nn
 
 from ..checks import check_int
 from ..layers import GatedConv2d
+from .compact import check_equivalent, compact
 from .estimators import ESTIMATORS, MagnitudeStats, MaskSource
-from .granularity import (
-    Granularity,
-    block_scores,
-    mask_shape,
-    nm_unview,
-    nm_view,
-    parse_granularity,
-)
+from .granularity import Granularity, parse_granularity
+from .graph import ChannelGroup, channel_groups
 from .masks import HadamardMask, attach, bake
 from .schedule import SparsitySchedule, check_sparsity
 
@@ -51,7 +46,7 @@ class _Layer:
 class _Group:
     """One coupled channel group (channel granularity)."""
 
-    group: Any  # graph.ChannelGroup
+    group: ChannelGroup
     source: MaskSource
     scales: list[tuple[nn.Module, str]]  # BatchNorm weights of the group (slimming)
 
@@ -108,35 +103,6 @@ def select_modules(
     return chosen
 
 
-def _topk_keep(importance: Tensor, keep_count: int) -> Tensor:
-    flat = importance.reshape(-1)
-    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    keep[flat.topk(keep_count, sorted=False).indices] = True
-    return keep.view(importance.shape)
-
-
-def _allocate_weighted(entries: list[tuple[MaskSource, Tensor]], sparsity: float) -> None:
-    """Drop the lowest-importance entries until the dropped weights are closest to ``sparsity``."""
-    scores = torch.cat([source.importance().float().reshape(-1) for source, _ in entries])
-    counts = torch.cat([count.reshape(-1).to(scores.device) for _, count in entries])
-    order = scores.argsort()
-    dropped = counts[order].cumsum(0)
-    goal = sparsity * float(counts.sum())
-    drop = int((dropped - goal).abs().argmin()) + 1 if goal > 0 else 0
-    if drop and abs(float(dropped[drop - 1]) - goal) > goal:  # dropping nothing is closer
-        drop = 0
-    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
-    keep[order[:drop]] = False
-    start = 0
-    for source, _ in entries:
-        n = source.keep.numel()
-        part = keep[start : start + n]
-        if not part.any():  # every layer keeps something
-            part[source.importance().reshape(-1).argmax()] = True
-        source.keep.copy_(part.view(source.keep.shape))
-        start += n
-
-
 class Pruner:
     """Learned Hadamard masks on a model, from attachment to the final baked or compacted model.
 
@@ -189,7 +155,7 @@ class Pruner:
                 f"sparsity must be {fixed:g} for granularity {self.granularity} (n of every m "
                 f"kept), got {sparsity!r}"
             )
-        if method == "slimming" and self.granularity.kind != "channel":
+        if method == "slimming" and not self.granularity.structured:
             raise ValueError(
                 f"method 'slimming' ranks channels by their BatchNorm scale: it needs "
                 f"granularity=channel, got {self.granularity}"
@@ -199,7 +165,7 @@ class Pruner:
                 f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}"
             )
         if allocation == "auto":
-            allocation = "layer" if self.granularity.kind in ("channel", "n:m") else "global"
+            allocation = self.granularity.default_allocation
         self.allocation = allocation
         check_int("round_to", round_to, 1)
         check_int("update_every", update_every, 1)
@@ -224,7 +190,7 @@ class Pruner:
         self.current: float | None = None
         self._last_update: int | None = None
         modules = select_modules(model, include, exclude)
-        if self.granularity.kind == "channel":
+        if self.granularity.structured:
             if example_inputs is None:
                 raise ValueError("example_inputs is required for granularity=channel")
             self._attach_channels(model, modules, example_inputs)
@@ -248,41 +214,34 @@ class Pruner:
         scales by its own)."""
         return MagnitudeStats.of(magnitudes) if self.allocation == "global" else None
 
-    def _weight_magnitude(self, weight: Tensor) -> Tensor:
-        if self.granularity.kind == "block":
-            return block_scores(weight, self.granularity.block)
-        return weight.detach().abs().float()
-
     def _attach_weights(self, modules: list[tuple[str, nn.Module]]) -> None:
+        granularity = self.granularity
         chosen = []
+        misfit = None
         for name, module in modules:
             weight = _original(module, "weight")
-            if self.granularity.kind == "n:m" and nm_view(weight).shape[-1] % self.granularity.m:
+            if (reason := granularity.misfit(weight.shape)) is not None:
                 self.skipped.append(name)
+                misfit = reason
                 continue
-            chosen.append((name, module, weight, self._weight_magnitude(weight)))
+            chosen.append((name, module, weight, granularity.scores(weight)))
         stats = self._shared_stats([magnitude for *_, magnitude in chosen]) if chosen else None
         for name, module, weight, magnitude in chosen:
-            shape = mask_shape(self.granularity, weight.shape)
-            source = self._make_source(shape, magnitude, stats)
-            attach(module, "weight", HadamardMask(source, self.granularity))
-            counts = None
-            if self.granularity.kind == "block":
-                ones = torch.ones(weight.shape[0], math.prod(weight.shape[1:]))
-                counts = block_scores(ones, self.granularity.block).square().round()
-            self.layers.append(_Layer(name, module, source, counts))
+            source = self._make_source(granularity.mask_shape(weight.shape), magnitude, stats)
+            attach(module, "weight", HadamardMask(source, granularity))
+            self.layers.append(_Layer(name, module, source, granularity.entry_sizes(weight.shape)))
         if self.skipped:
             warnings.warn(
-                f"{len(self.skipped)} layer(s) left dense: their input channels are not a multiple "
-                f"of {self.granularity.m} for {self.granularity}: {', '.join(self.skipped)}",
+                f"{len(self.skipped)} layer(s) left dense: their {misfit}: "
+                f"{', '.join(self.skipped)}",
                 stacklevel=3,
             )
         if not self.layers:
             raise ValueError(f"no layer can take granularity {self.granularity}")
 
-    def _attach_channels(self, model, modules, example_inputs) -> None:
-        from .graph import channel_groups
-
+    def _attach_channels(
+        self, model: nn.Module, modules: list[tuple[str, nn.Module]], example_inputs: Any
+    ) -> None:
         chosen = {id(m) for _, m in modules}
         ignored = [n for n, m in model.named_modules() if n and isinstance(m, PRUNABLE_TYPES)]
         ignored = [n for n in ignored if id(model.get_submodule(n)) not in chosen]
@@ -319,17 +278,9 @@ class Pruner:
                 attach(module, member.param, mask)
             self.groups.append(_Group(group, source, scales))
 
-    def _group_magnitude(self, group, named: Mapping[str, nn.Module]) -> Tensor:
-        """L2 norm per channel over the group's multi-dimensional (conv / linear) weights."""
-        total = torch.zeros(group.size)
-        fallback = torch.zeros(group.size)
-        for member in group.members:
-            tensor = _original(named[member.module], member.param).detach().float().cpu()
-            rows = tensor.movedim(member.dim, 0).reshape(tensor.shape[member.dim], -1)
-            energy = rows.square().sum(1)[list(member.rows)]
-            target = total if tensor.dim() > 1 else fallback
-            target.index_add_(0, torch.tensor(member.channels, dtype=torch.long), energy)
-        return (total if total.any() else fallback).sqrt()
+    def _group_magnitude(self, group: ChannelGroup, named: Mapping[str, nn.Module]) -> Tensor:
+        members = [(m, _original(named[m.module], m.param)) for m in group.members]
+        return self.granularity.group_scores(group.size, members)
 
     # ------------------------------------------------------------------------------- stepping
     @property
@@ -360,9 +311,8 @@ class Pruner:
     def refresh_importance(self) -> None:
         """Recompute magnitude importance from the current (unmasked) weights."""
         for layer in self.layers:
-            layer.source.magnitude = self._weight_magnitude(_original(layer.module, "weight")).to(
-                layer.source.keep.device
-            )
+            magnitude = self.granularity.scores(_original(layer.module, "weight"))
+            layer.source.magnitude = magnitude.to(layer.source.keep.device)
         if self.groups:
             named = dict(self.model.named_modules())
             for entry in self.groups:
@@ -380,52 +330,17 @@ class Pruner:
         if ESTIMATORS[self.method].ranks_by_magnitude:
             self.refresh_importance()
         sources = self.sources
-        if self.granularity.kind == "n:m":
-            m = self.granularity.m
-            kept = min(m, max(self.granularity.n, m - round(sparsity * m)))
-            for source in sources:
-                scores = nm_view(source.importance())
-                rank = scores.reshape(*scores.shape[:-1], -1, m).argsort(-1, descending=True)
-                keep = torch.zeros_like(rank, dtype=torch.bool)
-                keep.scatter_(-1, rank[..., :kept], True)
-                source.keep.copy_(nm_unview(keep.reshape(scores.shape), source.keep))
-        elif self.granularity.kind == "block":  # blocks weigh what they hold (edge blocks less)
-            entries = [(layer.source, layer.counts) for layer in self.layers]
-            for group in [entries] if self.allocation == "global" else [[e] for e in entries]:
-                _allocate_weighted(group, sparsity)
-        elif self.allocation == "layer":
-            for source in sources:
-                n = source.keep.numel()
-                source.keep.copy_(_topk_keep(source.importance(), self._keep_count(n, sparsity)))
-        else:
-            self._allocate_global(sources, sparsity)
+        sizes = [layer.counts for layer in self.layers] + [None] * len(self.groups)
+        keeps = self.granularity.select(
+            [source.importance() for source in sources],
+            sparsity,
+            allocation=self.allocation,
+            sizes=sizes,
+            round_to=self.round_to,
+        )
+        for source, keep in zip(sources, keeps):
+            source.keep.copy_(keep)
         self.current = sparsity
-
-    def _keep_count(self, n: int, sparsity: float) -> int:
-        keep = max(1, n - round(sparsity * n))
-        if self.granularity.kind == "channel":
-            keep = min(n, math.ceil(keep / self.round_to) * self.round_to)
-        return keep
-
-    def _allocate_global(self, sources: list[MaskSource], sparsity: float) -> None:
-        scores = []
-        for source in sources:
-            score = source.importance().float()
-            if self.granularity.kind == "channel":  # channel norms differ by layer: compare shapes
-                score = score / score.abs().mean().clamp_min(1e-12)
-            scores.append(score.reshape(-1))
-        flat = torch.cat(scores)
-        drop = round(sparsity * flat.numel())
-        threshold = flat.kthvalue(drop).values if drop > 0 else flat.min() - 1
-        for source, score in zip(sources, scores):
-            keep = score > threshold
-            count = int(keep.sum())
-            fixed = max(count, 1)  # every layer keeps something
-            if self.granularity.kind == "channel":
-                fixed = min(score.numel(), math.ceil(fixed / self.round_to) * self.round_to)
-            if fixed != count:
-                keep = _topk_keep(score, fixed)
-            source.keep.copy_(keep.view(source.keep.shape))
 
     def penalty(self) -> Tensor:
         """The estimator's penalty times ``penalty`` (a scalar tensor; 0 for penalty-free methods)."""
@@ -502,13 +417,11 @@ class Pruner:
         The compacted model's outputs are checked against the baked (masked) model's on
         ``example_inputs``; a difference raises ``CompactionError``. Returns the compacted model.
         """
-        if self.granularity.kind != "channel":
+        if not self.granularity.structured:
             raise ValueError(
                 f"compact removes channels: it needs granularity=channel, got "
                 f"{self.granularity} (use bake for weight, block and n:m masks)"
             )
-        from .compact import check_equivalent, compact
-
         if self.current != self.schedule.target:
             self.set_sparsity(self.schedule.target)  # before reading which channels survive
         keep = self.keep_by_group()

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 from ..checks import check_int
 
 ScheduleKind = Literal["one_shot", "linear", "cubic"]
-SCHEDULES: tuple[str, ...] = ("one_shot", "linear", "cubic")
+
+
+def _linear(initial: float, target: float, done: float) -> float:
+    return initial + (target - initial) * done
+
+
+def _cubic(initial: float, target: float, done: float) -> float:
+    return target + (initial - target) * (1.0 - done) ** 3
+
+
+# The sparsity part of the way through a ramp (``done`` in [0, 1)); None: no ramp, the target
+# from ``start_step`` on.
+_RAMPS: dict[str, Callable[[float, float, float], float] | None] = {
+    "one_shot": None,
+    "linear": _linear,
+    "cubic": _cubic,
+}
+SCHEDULES: tuple[str, ...] = tuple(_RAMPS)
 
 
 def check_sparsity(name: str, value: object, *, allow_zero: bool = True) -> float:
@@ -63,10 +81,11 @@ class SparsitySchedule:
         if kind not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
         self.kind = kind
+        self._ramp = _RAMPS[kind]
         check_int("start_step", start_step, 0)
         check_int("every", every, 1)
         self.start_step, self.every = start_step, every
-        if kind == "one_shot":
+        if self._ramp is None:
             end_step = start_step if end_step is None else end_step
         if isinstance(end_step, bool) or not isinstance(end_step, int) or end_step < start_step:
             raise ValueError(
@@ -83,13 +102,11 @@ class SparsitySchedule:
     def __call__(self, step: int) -> float:
         if step < self.start_step:
             return self.initial
-        if self.kind == "one_shot" or step >= self.end_step:
+        if self._ramp is None or step >= self.end_step:
             return self.target
         step = self.start_step + (step - self.start_step) // self.every * self.every
         done = (step - self.start_step) / (self.end_step - self.start_step)
-        if self.kind == "linear":
-            return self.initial + (self.target - self.initial) * done
-        return self.target + (self.initial - self.target) * (1.0 - done) ** 3
+        return self._ramp(self.initial, self.target, done)
 
     def __repr__(self) -> str:
         return (

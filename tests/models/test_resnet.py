@@ -8,10 +8,8 @@ from omegaconf import OmegaConf
 
 import masking.models.resnet
 from masking.models import ResNet, resnet18_cifar
-
-
-def n_params(net):
-    return sum(p.numel() for p in net.parameters())
+from tests.compiled import assert_compiles_like_eager
+from tests.helpers.models import n_params
 
 
 class TestResNet:
@@ -117,6 +115,11 @@ class TestResNet:
         net = ResNet(depths=(1,), widths=(4,), num_classes=2).eval()
         x = torch.rand(2, 3, 8, 8)
         torch.testing.assert_close(torch.compile(net, backend="eager")(x), net(x))
+
+    def test_compiles_fullgraph_for_training(self):
+        net = resnet18_cifar(width=4, num_classes=3)
+        x = torch.rand(2, 3, 16, 16, requires_grad=True)
+        assert_compiles_like_eager(net, [x], backend="aot_eager")
 
     def test_docstring_examples(self):
         result = doctest.testmod(

@@ -1,0 +1,81 @@
+"""Pruning test helpers: a small network and its training loop, channel selections and masked
+references for compaction."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from masking.pruning import ChannelGroup, Pruner
+
+
+def randomise_norms(model: nn.Module) -> None:
+    """Batch norms away from the identity, so a misaligned statistic changes the output."""
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                    m.bias.copy_(torch.rand(n, generator=g) - 0.5)
+
+
+def random_keep(groups: list[ChannelGroup], seed: int = 0) -> dict[str, Tensor]:
+    """About half of every group's channels, at least one, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    keep = {}
+    for group in groups:
+        mask = torch.rand(group.size, generator=g) < 0.5
+        mask[torch.randint(group.size, (1,), generator=g)] = True
+        keep[group.root] = mask
+    return keep
+
+
+def masked_copy(model: nn.Module, groups: list[ChannelGroup], keep: dict[str, Tensor]):
+    """The masked model: every member row of a dropped channel zeroed."""
+    masked = copy.deepcopy(model)
+    params = dict(masked.named_parameters())
+    with torch.no_grad():
+        for group in groups:
+            for m in group.members:
+                rows = [r for r, c in zip(m.rows, m.channels) if not keep[group.root][c]]
+                params[f"{m.module}.{m.param}"].index_fill_(m.dim, torch.tensor(rows).long(), 0)
+    return masked
+
+
+def small_net() -> nn.Sequential:
+    """Two convolutions (one with a batch norm) and a linear head, for 8 × 8 inputs of 4 channels."""
+    return nn.Sequential(
+        nn.Conv2d(4, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 8 * 8, 10),
+    )
+
+
+def train(net: nn.Module, pruner: Pruner, steps: int) -> None:
+    """A few real optimisation steps on random data: weights by SGD, mask state by Adam."""
+    mask_ids = {id(p) for p in pruner.mask_parameters()}
+    weights = torch.optim.SGD([p for p in net.parameters() if id(p) not in mask_ids], lr=0.01)
+    masks = torch.optim.Adam(pruner.mask_parameters(), lr=0.05) if mask_ids else None
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, 8, 8, generator=gen)
+    y = torch.randint(0, 10, (16,), generator=gen)
+    for step in range(steps):
+        pruner.step(step)
+        loss = nn.functional.cross_entropy(net(x), y) + pruner.penalty()
+        weights.zero_grad()
+        if masks:
+            masks.zero_grad()
+        loss.backward()
+        weights.step()
+        if masks:
+            masks.step()
