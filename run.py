@@ -6,7 +6,8 @@ import os
 import hydra
 from omegaconf import DictConfig
 
-from tasks.sweep import run_recorded
+from tasks import run
+from tasks.runtime.job import in_multirun
 
 log = logging.getLogger("run")
 
@@ -16,13 +17,10 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, Per
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     try:
-        return run_recorded(cfg)  # leaves job.json (status, error, wall time) in the run folder
+        return run(cfg)  # leaves job.json (status, error, wall time) in the run folder
     except Exception as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if in_multirun():
             # the sweep goes on; the summary lists this job with its error (Optuna counts the
             # NaN as a failed trial)
             log.exception("this job failed: %s", error)

@@ -6,7 +6,8 @@ The validation crops of the training split (same data, crop size and split seed 
 inpainted with the fixed evaluation masks (six PConv bins; image i takes mask i mod per_bin of every
 bin) by the checkpoint, OpenCV's Telea and Navier-Stokes inpainting and scikit-image's biharmonic
 inpainting. Each method's composite is scored with hole-L1, PSNR and SSIM; the JSON and Markdown go to
-benchmarks/results/inpaint_quality.{json,md}.
+benchmarks/results/inpaint_quality--<device>--torch<version>.{json,md}
+(``--variant experiment_quality``: inpaint_quality-experiment_quality--...).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, provenance, write_report
+from _common import provenance, write_report
 
 from datamodules import InpaintingDataModule
 from masking.generators import HOLE_RATIO_BINS, bin_name, evaluation_masks
-from tasks.metrics import NAMES, per_image_scores
-from tasks.predict import inpaint, load_network
+from tasks.modules.inference import inpaint
+from tasks.modules.metrics import NAMES, per_image_scores
+from tasks.runtime.checkpoints import load_inpainting_network
 
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -125,7 +127,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-images", type=int, default=48, help="validation crops used")
     parser.add_argument("--split-seed", type=int, default=0, help="the run's data.split_seed")
     parser.add_argument("--radius", type=int, default=3, help="OpenCV inpainting radius")
-    parser.add_argument("--out", type=Path, default=None, help="result path without extension")
+    parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
+    parser.add_argument(
+        "--variant", default=None, help="named in the result file, e.g. experiment_quality"
+    )
     args = parser.parse_args(argv)
     if args.ckpt is not None and not args.ckpt.is_file():
         parser.error(f"--ckpt {args.ckpt} is not a file")
@@ -143,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     masks = evaluation_masks(args.size, args.per_bin, seed=0)
     methods = {}
     if args.ckpt is not None:
-        net = load_network(args.ckpt)
+        net = load_inpainting_network(args.ckpt)
         methods["ours"] = lambda image, mask: inpaint(net, image, mask)
     methods.update(classical_methods(args.radius))
     results = evaluate(methods, images, masks)
@@ -156,6 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
         "images": len(images),
         "results": results,
     }
+    if args.variant:
+        payload["variant"] = args.variant
     if "ours" in results:
         ours, telea = results["ours"], results["telea"]
         payload["ours_vs_telea_hole_l1"] = (
@@ -164,8 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         payload["bins_beating_telea"] = sum(
             ours["per_bin"][b]["hole_l1"] < telea["per_bin"][b]["hole_l1"] for b in ours["per_bin"]
         )
-    out = args.out or REPO / "benchmarks" / "results" / "inpaint_quality"
-    write_report(out, payload, markdown(payload))
+    write_report(args.out, payload, markdown(payload), suite="inpaint_quality")
     return payload
 
 

@@ -27,6 +27,8 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,22 +42,19 @@ sys.path.insert(0, str(REPO))
 from hydra.utils import instantiate
 
 from tasks import run
-from tasks.prune import ClassificationTask, evaluate
-from tasks.train_prune import job_trainer, pretrained_network, profile_pair
+from tasks.jobs.prune import ClassificationTarget
+from tasks.modules import evaluate
+from tasks.pruning import pruning_plan
+from tasks.runtime.cost import profile_pair
+from tasks.runtime.trainer import job_trainer
 from tests.hydra_config import compose_config
-
-OURS = {
-    "unstructured": ["magnitude", "movement", "hard_concrete", "str"],
-    "structured": ["magnitude", "slimming", "hard_concrete", "movement"],
-}
 
 
 def finetune(cfg, net: nn.Module, datamodule, root: Path) -> None:
-    task = ClassificationTask(
-        net, optimizer=instantiate(cfg.task.optimizer), lr_schedule=cfg.task.lr_schedule
-    )
+    """The job's fine-tuning (``task.module``: its optimizer and schedule) without a pruner."""
+    module = instantiate(cfg.task.module, net=net)
     trainer = job_trainer(cfg, root, max_epochs=cfg.task.finetune_epochs, check_val_every_n_epoch=1)
-    trainer.fit(task, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule)
 
 
 def baseline_entry(cfg, name, dense, final, accuracy, datamodule, started) -> dict:
@@ -118,13 +117,43 @@ def torch_pruning_magnitude(cfg, dense, datamodule, sparsity, root) -> dict:
     )
 
 
-def ours_entry(overrides, kind, method, sparsity, root) -> dict:
+@dataclass(frozen=True)
+class Suite:
+    """One side of the comparison: the sparsity and what it counts, our granularity and methods,
+    and the baseline they are measured against."""
+
+    sparsity: float
+    counts: str
+    granularity: str
+    methods: tuple[str, ...]
+    baseline: Callable[..., dict]
+
+
+SUITES = {
+    "unstructured": Suite(
+        sparsity=0.9,
+        counts="of weights",
+        granularity="weight",
+        methods=("magnitude", "movement", "hard_concrete", "str"),
+        baseline=torch_prune_global,
+    ),
+    "structured": Suite(
+        sparsity=0.5,
+        counts="of channels",
+        granularity="channel",
+        methods=("magnitude", "slimming", "hard_concrete", "movement"),
+        baseline=torch_pruning_magnitude,
+    ),
+}
+
+
+def ours_entry(overrides, kind, suite: Suite, method, root) -> dict:
     started = time.perf_counter()
-    extra = [f"pruning={method}", f"pruning.sparsity={sparsity}"]
-    if kind == "structured":
-        extra.append("pruning.granularity=channel")
-    else:
-        extra.append("pruning.granularity=weight")
+    extra = [
+        f"pruning={method}",
+        f"pruning.sparsity={suite.sparsity}",
+        f"pruning.granularity={suite.granularity}",
+    ]
     out = root / f"ours-{kind}-{method}"
     run(compose_config(out, [*overrides, *extra]))
     report = json.loads((out / "prune_report.json").read_text())
@@ -166,9 +195,9 @@ def table(rows: list[dict], dense_acc: float, batches: list[int]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kinds", nargs="+", default=["unstructured", "structured"])
+    parser.add_argument("--kinds", nargs="+", choices=list(SUITES), default=list(SUITES))
     parser.add_argument("--quick", action="store_true", help="1 fine-tuning epoch, 2 methods each")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/prune_compare-cpu")
+    parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every entry")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prune_compare_"))
@@ -176,9 +205,11 @@ def main() -> None:
     if args.quick:
         overrides.append("task.finetune_epochs=1")
     cfg = compose_config(work / "dense", overrides)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    dense, origin = pretrained_network(cfg, datamodule)
+    target = ClassificationTarget(cfg, work / "dense")
+    plan = pruning_plan(cfg)
+    target.prepare(plan)
+    datamodule = target.datamodule
+    dense, _, origin = target.pretrained(plan)
     dense_acc = evaluate(dense, datamodule.val_dataloader())
     print(f"dense accuracy {dense_acc:.2f} % ({origin})")
     batches = list(cfg.task.latency.batches)
@@ -190,16 +221,14 @@ def main() -> None:
         f"for every entry; latency channels-last on CPU, dense measured in the same run.",
     ]
     for kind in args.kinds:
-        sparsity = 0.9 if kind == "unstructured" else 0.5
-        baseline = torch_prune_global if kind == "unstructured" else torch_pruning_magnitude
-        methods = OURS[kind][:2] if args.quick else OURS[kind]
-        rows = [baseline(cfg, dense, datamodule, sparsity, work / f"base-{kind}")]
-        rows += [ours_entry(overrides, kind, m, sparsity, work) for m in methods]
-        results[kind] = {"sparsity": sparsity, "rows": rows}
-        label = "of weights" if kind == "unstructured" else "of channels"
+        suite = SUITES[kind]
+        methods = suite.methods[:2] if args.quick else suite.methods
+        rows = [suite.baseline(cfg, dense, datamodule, suite.sparsity, work / f"base-{kind}")]
+        rows += [ours_entry(overrides, kind, suite, m, work) for m in methods]
+        results[kind] = {"sparsity": suite.sparsity, "rows": rows}
         lines += [
             "",
-            f"## {kind.capitalize()}, {sparsity:.0%} {label}",
+            f"## {kind.capitalize()}, {suite.sparsity:.0%} {suite.counts}",
             "",
             *table(rows, dense_acc, batches),
         ]
@@ -215,7 +244,7 @@ def main() -> None:
         "",
         f"{payload['device']['name']}, torch {payload['versions']['torch']}, commit {payload['commit']}",
     ]
-    write_report(args.out, payload, "\n".join(lines) + "\n")
+    write_report(args.out, payload, "\n".join(lines) + "\n", suite="prune_compare")
 
 
 if __name__ == "__main__":

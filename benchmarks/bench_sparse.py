@@ -1,6 +1,6 @@
 """Suite 3: masked and sparse linear/conv paths against dense, and the dispatcher's table.
 
-    python benchmarks/bench_sparse.py            # CPU: results/sparse-cpu.{json,md} and the table
+    python benchmarks/bench_sparse.py            # CPU: results/sparse--cpu--torch<v>.* and the table
     python benchmarks/bench_sparse.py --quick    # fewer shapes, sparsities and rounds; no table
     python benchmarks/bench_sparse.py --device cuda
 
@@ -298,7 +298,7 @@ def main() -> None:
     )
     parser.add_argument("--convs", nargs="+", default=None, help="OUTxINxKxHWxBATCH conv shapes")
     parser.add_argument("--sparsities", nargs="+", type=float, default=None)
-    parser.add_argument("--out", type=Path, default=None, help="result path without extension")
+    parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -338,7 +338,7 @@ def main() -> None:
     }
     if not (args.quick or args.no_table or custom):
         path = table.table_file(prov["device"]["kind"])
-        from tasks.io import write_json
+        from tasks.runtime.files import write_json
 
         write_json(path, build_table(results, dtype, prov))
         table.load_table.cache_clear()
@@ -346,8 +346,7 @@ def main() -> None:
         payload["dispatch"] = dispatch_check(device, dtype, rounds, g)
     elif table.load_table(prov["device"]["kind"]) is not None and not custom:
         payload["dispatch"] = dispatch_check(device, dtype, rounds, g)
-    out = args.out or REPO / f"benchmarks/results/sparse-{prov['device']['kind']}"
-    write_report(out, payload, markdown(payload))
+    write_report(args.out, payload, markdown(payload), suite="sparse")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from torch import nn
 from datamodules import ImageReadError, InpaintingDataModule, read_image
 from masking.generators import Boxes, FolderMasks, FreeFormStrokes, IrregularStrokes, MixedMasks
 from masking.generators.folder import load_mask_file
-from tasks.predict import load_network, run_predict
-from tasks.train_prune import _state_dict_from_file, load_weights
+from tasks.jobs.predict import run_predict
+from tasks.runtime.checkpoints import load_inpainting_network, load_weights, state_dict_from_file
 from tests.hydra_config import compose_config
 
 # a small network that builds in milliseconds, so checkpoints can be written per test
@@ -409,13 +409,13 @@ CASES = [
     ),
     (
         "a text file as ckpt_path",
-        lambda p: load_network(text_file(p / "notes.ckpt")),
+        lambda p: load_inpainting_network(text_file(p / "notes.ckpt")),
         ValueError,
         "ckpt_path '{tmp}/notes.ckpt' is not a readable checkpoint (UnpicklingError)",
     ),
     (
         "checkpoint of another architecture",
-        lambda p: load_network(
+        lambda p: load_inpainting_network(
             inpaint_checkpoint(p / "n.ckpt", spec={**SPEC, "base_width": 4}, weights_spec=SPEC)
         ),
         ValueError,
@@ -423,19 +423,21 @@ CASES = [
     ),
     (
         "checkpoint whose net_spec names no class",
-        lambda p: load_network(inpaint_checkpoint(p / "n.ckpt", spec={"_target_": "masking.Nope"})),
+        lambda p: load_inpainting_network(
+            inpaint_checkpoint(p / "n.ckpt", spec={"_target_": "masking.Nope"})
+        ),
         ValueError,
         "ckpt_path '{tmp}/n.ckpt': its net_spec (masking.Nope) cannot be built",
     ),
     (
         "checkpoint without weights",
-        lambda p: load_network(saved(p / "n.ckpt", {"net_spec": SPEC})),
+        lambda p: load_inpainting_network(saved(p / "n.ckpt", {"net_spec": SPEC})),
         ValueError,
         "ckpt_path '{tmp}/n.ckpt' is a damaged inpainting checkpoint",
     ),
     (
         "ckpt_path missing",
-        lambda p: load_network(p / "gone.ckpt"),
+        lambda p: load_inpainting_network(p / "gone.ckpt"),
         FileNotFoundError,
         "ckpt_path '{tmp}/gone.ckpt' is not a file",
     ),
@@ -510,31 +512,31 @@ CASES = [
     ),
     (
         "pretrained file missing",
-        lambda p: _state_dict_from_file(p / "gone.pt"),
+        lambda p: state_dict_from_file(p / "gone.pt"),
         FileNotFoundError,
         "task.pretrained: no file at {tmp}/gone.pt",
     ),
     (
         "pretrained file is text",
-        lambda p: _state_dict_from_file(text_file(p / "w.pt")),
+        lambda p: state_dict_from_file(text_file(p / "w.pt")),
         ValueError,
         "w.pt is not a readable torch file of tensors (UnpicklingError)",
     ),
     (
         "pretrained file is a pickled module",
-        lambda p: _state_dict_from_file(saved(p / "w.pt", conv_bn())),
+        lambda p: state_dict_from_file(saved(p / "w.pt", conv_bn())),
         ValueError,
         "save net.state_dict(), not the module",
     ),
     (
         "pretrained file holds a list",
-        lambda p: _state_dict_from_file(saved(p / "w.pt", [torch.ones(2)])),
+        lambda p: state_dict_from_file(saved(p / "w.pt", [torch.ones(2)])),
         ValueError,
         "w.pt holds no state_dict",
     ),
     (
         "pretrained file is an inpainting checkpoint",
-        lambda p: _state_dict_from_file(inpaint_checkpoint(p / "w.pt")),
+        lambda p: state_dict_from_file(inpaint_checkpoint(p / "w.pt")),
         ValueError,
         "is an inpainting checkpoint (task=inpaint); prune it with task=prune_inpaint",
     ),
@@ -739,5 +741,5 @@ def test_prefixed_lightning_state_dict_loads(tmp_path):
     state = {f"net.{k}": v for k, v in source.state_dict().items()}
     path = saved(tmp_path / "w.ckpt", {"state_dict": state, "epoch": 3})
     net = conv_bn()
-    load_weights(net, _state_dict_from_file(path), str(path))
+    load_weights(net, state_dict_from_file(path), str(path))
     assert torch.equal(net[0].weight, source[0].weight)

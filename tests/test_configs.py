@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from tasks import run
-from tasks.tracking import build_callbacks
+from tasks.runtime.trainer import build_callbacks
 from tests.hydra_config import CONF, compose_config, options
 
 GROUPS = sorted(
@@ -56,8 +56,8 @@ def test_every_option_composes_and_instantiates(tmp_path, group, option):
     if (group, option) in NEEDS_ROOT:
         Image.fromarray(np.full((16, 16), 255, np.uint8)).save(tmp_path / "a.png")
         overrides.append(f"{group}.root={tmp_path}")
-    if group == "pruning":
-        overrides.insert(0, "task=prune")
+    if group == "pruning" or (group, option) == ("data", "digits"):
+        overrides.insert(0, "task=prune")  # the classification data and the pruning methods
     if group == "task" and option == "predict":
         overrides += ["input=a.png", "masks=b.png", "output=out"]
     cfg = compose_config(tmp_path, overrides)
@@ -139,17 +139,19 @@ def test_every_debug_overlay_runs(tmp_path, option):
 
 
 def readme_commands() -> list[list[str]]:
-    """The overrides of every ``python run.py ...`` command in the README that names no
-    placeholder (``<date>``, ``...``, ``[optional]``) or file of the reader's."""
-    text = (CONF.parent / "README.md").read_text().replace("\\\n", " ")
-    commands = []
+    """The overrides of every ``python run.py ...`` command in the README and in docs/ that names
+    no placeholder (``<date>``, ``...``, ``[optional]``) or file of the reader's, each once."""
+    pages = [CONF.parent / "README.md", *sorted((CONF.parent / "docs").rglob("*.md"))]
+    text = "\n".join(page.read_text() for page in pages).replace("\\\n", " ")
+    commands = {}
     for line in re.findall(r"python run\.py([^`\n|]*)", text):
         if any(mark in line for mark in ("<", "...", "[", "mynet")):
             continue
         tokens = [t for t in shlex.split(line) if t != "-m"]
         # a sweep composes as each of its jobs: take the first value of each list
-        commands.append([re.sub(r"^([^=\[{]+)=([^,\[{]+),.*$", r"\1=\2", t) for t in tokens])
-    return commands
+        command = [re.sub(r"^([^=\[{]+)=([^,\[{]+),.*$", r"\1=\2", t) for t in tokens]
+        commands[tuple(command)] = command
+    return list(commands.values())
 
 
 @pytest.mark.parametrize("overrides", readme_commands(), ids=" ".join)

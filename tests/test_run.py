@@ -68,3 +68,15 @@ def test_cli_reports_bad_values_in_one_line(tmp_path):
     assert "task.kernel_size must be odd, got 4" in line
     # the run's log keeps it too
     assert "task.kernel_size must be odd" in (tmp_path / "run.log").read_text()
+
+
+def test_a_bad_value_in_a_built_object_is_reported_as_its_cause(tmp_path):
+    # Hydra wraps a constructor's error in "Error in call to target ..."; the job record and the
+    # one-line error keep the cause, with the config key that built the object
+    result = run_cli("data.crop_size=7", "logger=none", f"hydra.run.dir={tmp_path}", timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "crop_size must be an int >= 8, got 7" in line and "Error in call" not in line
+    record = json.loads((tmp_path / "job.json").read_text())
+    assert record["status"] == "failed"
+    assert "crop_size must be an int >= 8, got 7" in record["error"]

@@ -4,8 +4,7 @@ A partial convolution with a normalised box kernel is normalised convolution (Kn
 1993): each step fills the ring of hole pixels next to valid ones with the average of their valid
 neighbours, and the updated mask marks them valid. Repeating until the mask is full inpaints the image
 with no learning: a baseline the trained inpainting models must beat, and an end-to-end check of
-``PartialConv2d``, its mask update and ``mask_product``. Until the inpainting training job exists this
-is what ``python run.py`` runs.
+``PartialConv2d``, its mask update and ``mask_product``: ``python run.py task=demo``.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import math
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -22,7 +22,7 @@ from datamodules import load_bundled_photo
 from masking import PartialConv2d, mask_product
 from masking.checks import check_int
 
-from .io import save_image, write_json
+from ..runtime.files import save_image, write_json
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,19 @@ def fill_by_partial_convolution(
             bar.update(int((new_mask - mask).sum()))
             mask, steps = new_mask, steps + 1
     return mask_product(image, known) + mask_product(filled, 1 - known), steps
+
+
+def run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    task = cfg.task
+    return run_demo(
+        image=task.image,
+        size=task.size,
+        holes=task.holes,
+        kernel_size=task.kernel_size,
+        max_steps=task.max_steps,
+        seed=cfg.seed,
+        output_dir=output_dir,
+    )
 
 
 def run_demo(

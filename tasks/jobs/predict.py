@@ -7,79 +7,17 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from datamodules.images import IMAGE_SUFFIXES, list_images, read_image
 from masking.generators import load_mask_file
 
-from .io import save_image, write_json
+from ..modules.inference import inpaint
+from ..runtime.checkpoints import load_inpainting_network
+from ..runtime.files import save_image, write_json
 
 log = logging.getLogger(__name__)
-
-
-def read_inpainting_checkpoint(
-    ckpt_path: str | Path, argument: str = "ckpt_path"
-) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The network spec (``_target_`` and arguments) and weights of an inpainting checkpoint;
-    errors name ``argument``."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{argument} {str(path)!r} is not a file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ValueError(
-            f"{argument} {str(path)!r} is not a readable checkpoint ({type(err).__name__})"
-        ) from None
-    spec = checkpoint.get("net_spec") if isinstance(checkpoint, dict) else None
-    if spec is None:
-        raise ValueError(
-            f"{argument} {str(path)!r} is not an inpainting checkpoint of this project (no net_spec); "
-            "use a checkpoint written by task=inpaint"
-        )
-    weights = checkpoint.get("state_dict")
-    if not isinstance(spec, dict) or "_target_" not in spec or not isinstance(weights, dict):
-        raise ValueError(
-            f"{argument} {str(path)!r} is a damaged inpainting checkpoint (it needs a net_spec "
-            "dict with a _target_ and a state_dict); use a checkpoint written by task=inpaint"
-        )
-    state = {k.removeprefix("net."): v for k, v in weights.items() if k.startswith("net.")}
-    return spec, state
-
-
-def build_network(
-    spec: dict, state: dict[str, torch.Tensor], *, origin: str = "checkpoint"
-) -> nn.Module:
-    """``spec``'s network with ``state`` loaded (every key must fit); errors name ``origin``."""
-    from hydra.utils import instantiate
-
-    from .train_prune import load_state_dict_checked
-
-    target = spec.get("_target_")
-    try:
-        net = instantiate(spec)
-    except Exception as err:
-        # Hydra's messages run over several lines; the first says what failed
-        reason = (str(err).strip().splitlines() or [""])[0]
-        raise ValueError(
-            f"{origin}: its net_spec ({target}) cannot be built ({type(err).__name__}: {reason})"
-        ) from None
-    problems = load_state_dict_checked(net, state)
-    if problems:
-        raise ValueError(
-            f"{origin}: weights do not fit {target} ({len(problems)} key problems, e.g. "
-            f"{problems[0]})"
-        )
-    return net
-
-
-def load_network(ckpt_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The network of an inpainting checkpoint, rebuilt from its saved spec, in eval mode."""
-    spec, state = read_inpainting_checkpoint(ckpt_path)
-    net = build_network(spec, state, origin=f"ckpt_path {str(ckpt_path)!r}")
-    return net.to(device).eval()
 
 
 def _pairs(input_path: Path, masks_path: Path) -> list[tuple[Path, Path]]:
@@ -98,20 +36,16 @@ def _pairs(input_path: Path, masks_path: Path) -> list[tuple[Path, Path]]:
     return [(image, by_stem[image.stem]) for image in images]
 
 
-@torch.no_grad()
-def inpaint(net: nn.Module, image: Tensor, mask: Tensor) -> Tensor:
-    """Inpaint one ``(3, H, W)`` image with its ``(H, W)`` mask (1 = valid): pad to the network's
-    multiple (the padding is hole), run, crop back, keep the known pixels."""
-    multiple = getattr(net, "size_multiple", 1)
-    h, w = image.shape[1:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    device = next(net.parameters()).device
-    x = F.pad(image[None], (0, pad_w, 0, pad_h)).to(device)
-    m = F.pad(mask[None, None].float(), (0, pad_w, 0, pad_h)).to(device)
-    out = net(x, m)
-    out = out[-1] if isinstance(out, tuple | list) else out
-    out = out[0, :, :h, :w].clamp(0, 1).cpu()
-    return torch.where(mask.bool()[None], image, out)
+def run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    return run_predict(
+        ckpt_path=cfg.ckpt_path,
+        input_path=cfg.input,
+        masks_path=cfg.masks,
+        output_dir=cfg.output,
+        holes_are_white=cfg.holes_are_white,
+        device=cfg.task.device,
+        run_dir=output_dir,
+    )
 
 
 def run_predict(
@@ -142,7 +76,7 @@ def run_predict(
     if not os.access(output_dir, os.W_OK):
         raise PermissionError(f"output folder {str(output_dir)!r} is not writable")
     pairs = _pairs(input_path, masks_path)
-    net = load_network(ckpt_path, device)
+    net = load_inpainting_network(ckpt_path, device)
     for image_path, mask_path in tqdm(pairs, desc="inpainting", unit="image"):
         image = read_image(image_path)
         holes = load_mask_file(mask_path, holes_are_white=holes_are_white)

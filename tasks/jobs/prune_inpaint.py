@@ -1,36 +1,42 @@
-"""``task=prune_inpaint``: prune an inpainting network (a ``task=inpaint`` checkpoint, or a dense one
-trained here and cached) and report PSNR and hole L1 on the fixed evaluation masks before and after,
-beside parameters, MACs and measured latency."""
+"""``task=prune_inpaint``: prune an inpainting network (a ``task=inpaint`` checkpoint, or a dense
+one trained here and cached) through the pruning pipeline, judged by PSNR and hole L1 on the fixed
+evaluation masks, with a picture of the dense and pruned results side by side."""
 
 from __future__ import annotations
 
-import copy
-import io
 import logging
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from .distributed import is_main_process, other_ranks_stop_here
+from masking.checks import check_int
+from masking.functional import mask_product
+from masking.pruning import Pruner
+
+from ..pruning import PruningPlan, PruningTarget, cache_dense, dense_cache_path, prune
+from ..runtime.checkpoints import build_network, read_inpainting_checkpoint
+from ..runtime.files import save_image
+from ..runtime.job import launch_path
+from ..runtime.processes import data_parallel
+from ..runtime.trainer import capped_steps, evaluation_trainer, job_trainer
 
 log = logging.getLogger(__name__)
 
 
 def _step_limits(steps: int) -> dict[str, Any]:
     """Trainer arguments for ``steps`` optimizer steps without validation (quality is measured
-    apart, by :func:`quality`)."""
+    apart, on the fixed evaluation masks)."""
     return {"max_steps": steps, "max_epochs": -1, "limit_val_batches": 0, "num_sanity_val_steps": 0}
 
 
-def check_channel_pruning(spec: dict, granularity: str) -> None:
+def check_channel_pruning(spec: dict, plan: PruningPlan) -> None:
     """Per-channel decoder masks tie every channel to its mask path: name the setting that frees it."""
     if (
-        str(granularity) == "channel"
+        plan.granularity.structured
         and str(spec.get("_target_", "")).endswith("PConvUNet")
         and spec.get("layer", "partial") == "partial"
         and spec.get("multi_channel_decoder", True)
@@ -42,96 +48,8 @@ def check_channel_pruning(spec: dict, granularity: str) -> None:
         )
 
 
-def quality(cfg: DictConfig, task: Any, datamodule: Any, root: Path) -> dict[str, float]:
-    """Validation metrics of ``task``'s network on the fixed evaluation masks."""
-    from hydra.utils import instantiate
-
-    trainer = instantiate(
-        cfg.trainer,
-        logger=False,
-        callbacks=[],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(root),
-        # no_grad, not inference_mode: the metric states reset here would become inference
-        # tensors, which a later validation inside fit (fast_dev_run) cannot update
-        inference_mode=False,
-    )
-    (result,) = trainer.validate(task, datamodule=datamodule, verbose=False)
-    return {k: float(v) for k, v in result.items()}
-
-
-def pretrained_inpainting_network(
-    cfg: DictConfig, datamodule: Any, output_dir: Path
-) -> tuple[nn.Module, dict, str]:
-    """The network to prune, its spec (``_target_`` and arguments) and where its weights came from.
-
-    ``task.pretrained``: a ``task=inpaint`` checkpoint (its saved spec rebuilds the network; ``net``
-    is not used), or null: train ``net`` densely for ``task.dense_steps`` and cache it as a
-    checkpoint that ``task=predict`` can also use.
-    """
-    from hydra.utils import instantiate
-
-    from masking.io import write_atomic
-
-    from .predict import build_network, read_inpainting_checkpoint
-    from .train_inpaint import build_inpainting_task
-    from .train_prune import capped_steps, dense_cache_path, job_trainer, launch_path
-
-    source = cfg.task.pretrained
-    if source is not None:
-        path = launch_path(source)
-        spec, state = read_inpainting_checkpoint(path, "task.pretrained")
-        log.info("Pruning %s from %s (the net config is not used)", spec.get("_target_"), path)
-        return build_network(spec, state, origin=f"task.pretrained {str(path)!r}"), spec, str(path)
-    task_cfg = cfg.task
-    dense_steps = capped_steps(cfg, task_cfg.dense_steps)
-    cache = dense_cache_path(
-        cfg,
-        {
-            "task": "inpaint",
-            "steps": dense_steps,
-            "optimizer": OmegaConf.to_container(task_cfg.optimizer, resolve=True),
-            "lr_schedule": task_cfg.lr_schedule,
-            "loss": OmegaConf.to_container(task_cfg.loss.weights, resolve=True),
-            "mask": OmegaConf.to_container(cfg.mask, resolve=True),
-            "mask_seed": task_cfg.mask_seed,
-            "masks_drawn": "per_sample_key",  # since the masks stopped depending on the rank
-        },
-    )
-    if cache.is_file():
-        log.info("Using the cached dense model %s (delete it to retrain)", cache)
-        spec, state = read_inpainting_checkpoint(cache, "the cached dense model")
-        net = build_network(spec, state, origin=f"the cached dense model {str(cache)!r}")
-        return net, spec, str(cache)
-    spec = OmegaConf.to_container(cfg.net, resolve=True)
-    net = instantiate(cfg.net)
-    log.warning(
-        "No pretrained weights given (task.pretrained=null): training the dense %s for %d steps "
-        "first; it is cached at %s for the next run",
-        type(net).__name__,
-        dense_steps,
-        cache,
-    )
-    task = build_inpainting_task(cfg, net, output_dir / "dense")
-    task.sample_dir = None
-    trainer = job_trainer(cfg, output_dir / "dense", **_step_limits(dense_steps))
-    trainer.fit(task, datamodule=datamodule)
-    if cfg.trainer.get("fast_dev_run"):
-        return net, spec, "trained here for a fast_dev_run (not cached)"
-    if is_main_process():
-        buffer = io.BytesIO()
-        state = {f"net.{k}": v for k, v in net.state_dict().items()}
-        torch.save({"state_dict": state, "net_spec": spec}, buffer)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(cache, buffer.getvalue())
-    return net, spec, f"trained here ({trainer.global_step} steps), cached at {cache}"
-
-
-def _comparison_grid(images: Tensor, masks: Tensor, dense: nn.Module, final: nn.Module) -> Tensor:
+def comparison_grid(images: Tensor, masks: Tensor, dense: nn.Module, final: nn.Module) -> Tensor:
     """Rows: masked input | dense composite | pruned composite | target."""
-    from masking.functional import mask_product
 
     def composite(net: nn.Module) -> Tensor:
         with torch.no_grad():
@@ -145,152 +63,140 @@ def _comparison_grid(images: Tensor, masks: Tensor, dense: nn.Module, final: nn.
     return torch.cat([torch.cat(list(r.float()), dim=2) for r in rows], dim=1)
 
 
-def run_prune_inpaint(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import ModelCheckpoint
+class InpaintingTarget(PruningTarget):
+    """An inpainting network on ``cfg.data``, fine-tuned with ``task=inpaint``'s loss and training
+    masks (``mask=``), judged on the fixed evaluation masks."""
 
-    from masking.pruning import Pruner
+    def __init__(self, cfg: DictConfig, output_dir: Path) -> None:
+        self.cfg, self.output_dir = cfg, output_dir
+        for key in ("dense_steps", "finetune_steps"):
+            check_int(f"task.{key}", cfg.task[key], 1)
 
-    from .io import save_image
-    from .tracking import build_callbacks, build_logger
-    from .train_inpaint import build_inpainting_task
-    from .train_prune import (
-        build_schedule,
-        capped_steps,
-        finalize_pruned,
-        job_trainer,
-        profile_configured,
-        pruning_options,
-        pruning_report,
-        settle_masks,
-        write_pruning_outputs,
-    )
+    def _module(self, net: nn.Module, **extra: Any) -> Any:
+        """``task.module`` around ``net``: no sample grids, no spec (its checkpoints hold masks or
+        are not the model to use)."""
+        return instantiate(self.cfg.task.module, net=net, sample_dir=None, **extra)
 
-    started = time.perf_counter()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    pl.seed_everything(cfg.seed, workers=True)
-    task_cfg, p = cfg.task, cfg.get("pruning")
-    for key in ("dense_steps", "finetune_steps"):
-        value = task_cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"task.{key} must be a positive int, got {value!r}")
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    val_images = next(iter(datamodule.val_dataloader()))[:8]
-    dense_task = build_inpainting_task(cfg, nn.Identity(), output_dir)  # the evaluation masks
-    size = tuple(val_images.shape[-2:])
-    val_masks = dense_task.validation_masks(0, len(val_images), size)[0]
-    example = (val_images[:2], val_masks[:2])
-    options = pruning_options(cfg, example)
-    if task_cfg.pretrained is None:  # bad pruning settings fail now, not after training
-        check_channel_pruning(OmegaConf.to_container(cfg.net, resolve=True), p.granularity)
-        Pruner(instantiate(cfg.net), **options)
+    def prepare(self, plan: PruningPlan) -> None:
+        cfg = self.cfg
+        self.datamodule = instantiate(cfg.data)
+        self.datamodule.setup("fit")
+        self.val_images = next(iter(self.datamodule.val_dataloader()))[:8]
+        self.evaluator = self._module(nn.Identity())  # holds the evaluation masks
+        size = tuple(self.val_images.shape[-2:])
+        self.val_masks = self.evaluator.validation_masks(0, len(self.val_images), size)[0]
+        self.example_inputs = self.check_inputs = (self.val_images[:2], self.val_masks[:2])
+        if cfg.task.pretrained is None:  # bad pruning settings fail now, not after training
+            check_channel_pruning(OmegaConf.to_container(cfg.net, resolve=True), plan)
+            plan.check(instantiate(cfg.net), self.example_inputs)
 
-    net, spec, origin = pretrained_inpainting_network(cfg, datamodule, output_dir)
-    check_channel_pruning(spec, p.granularity)
-    dense_task.net = net
-    dense_task.sample_dir = None
-    scores = {"dense": quality(cfg, dense_task, datamodule, output_dir)}
-    log.info("dense PSNR %.2f dB (%s)", scores["dense"]["val/psnr"], origin)
-    dense = copy.deepcopy(net)
+    def pretrained(self, plan: PruningPlan) -> tuple[nn.Module, dict, str]:
+        """``task.pretrained``: a ``task=inpaint`` checkpoint (its saved spec rebuilds the network;
+        ``net`` is not used), or null: train ``net`` densely for ``task.dense_steps`` and cache it
+        as a checkpoint that ``task=predict`` can also use."""
+        net, spec, origin = self._pretrained()
+        check_channel_pruning(spec, plan)
+        return net, spec, origin
 
-    steps = capped_steps(cfg, int(task_cfg.finetune_steps))
-    schedule = build_schedule(p, steps)
-    pruner = Pruner(net, schedule=schedule, **options)
-    task = build_inpainting_task(
-        cfg, net, output_dir, pruner=pruner, mask_lr=p.mask_optimizer.get("lr", 1e-2)
-    )
-    task.sample_dir = None
-    task.net_spec = None  # its checkpoints hold masks: the slim model to use is export/
-    pruner.set_sparsity(p.sparsity)
-    scores["masked_before_finetune"] = quality(cfg, task, datamodule, output_dir)
-    log.info(
-        "masked at %.3f before fine-tuning: PSNR %.2f dB",
-        p.sparsity,
-        scores["masked_before_finetune"]["val/psnr"],
-    )
-    pruner.set_sparsity(schedule(0))
-
-    checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True)
-    logger = build_logger(cfg)
-    trainer = job_trainer(
-        cfg,
-        output_dir,
-        logger=logger,
-        callbacks=[checkpoints, *build_callbacks(cfg, logger)],
-        **_step_limits(steps),
-    )
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-
-    def forward(model: nn.Module, batch: Any) -> Tensor:  # a training batch with its masks
-        images, keys = datamodule.on_after_batch_transfer(batch, 0)
-        return model(images, task.training_masks(images, keys))
-
-    settle_masks(
-        pruner,
-        p.sparsity,
-        datamodule.train_dataloader(),
-        task_cfg.bn_recalibration_batches,
-        forward=forward,
-    )
-    scores["masked_after_finetune"] = quality(cfg, task, datamodule, output_dir)
-
-    final, finalize = finalize_pruned(pruner, p, example)
-    final_task = build_inpainting_task(cfg, final, output_dir)
-    final_task.sample_dir = None
-    scores["final"] = quality(cfg, final_task, datamodule, output_dir)
-    log.info(
-        "final (%s) PSNR %.2f dB (dense %.2f dB)",
-        finalize,
-        scores["final"]["val/psnr"],
-        scores["dense"]["val/psnr"],
-    )
-    if other_ranks_stop_here():
-        return {"final/psnr": scores["final"]["val/psnr"]}
-    save_image(output_dir / "compare.png", _comparison_grid(val_images, val_masks, dense, final))
-
-    def make_input(batch: int) -> tuple[Tensor, Tensor]:
-        index = torch.arange(batch) % len(val_images)
-        return val_images[index], val_masks[index]
-
-    profile = profile_configured(cfg, dense, final, make_input)
-    stages = list(scores)
-    report = pruning_report(
-        cfg,
-        pruner,
-        finalize=finalize,
-        origin=origin,
-        profile=profile,
-        scores={
-            "psnr": {s: scores[s]["val/psnr"] for s in stages},
-            "hole_l1": {s: scores[s]["val/hole_l1"] for s in stages},
-        },
-        steps=int(trainer.global_step),
-        started=started,
-    )
-    report["by_bin"] = {
-        s: {k.removeprefix("val/"): v for k, v in scores[s].items() if k.count("/") == 2}
-        for s in stages
-    }
-    metrics = {
-        f"{stage}/{name}": scores[key][f"val/{name}"]
-        for stage, key in (
-            ("dense", "dense"),
-            ("masked", "masked_before_finetune"),
-            ("final", "final"),
+    def _pretrained(self) -> tuple[nn.Module, dict, str]:
+        cfg, task = self.cfg, self.cfg.task
+        if task.pretrained is not None:
+            path = launch_path(task.pretrained)
+            spec, state = read_inpainting_checkpoint(path, "task.pretrained")
+            log.info("Pruning %s from %s (the net config is not used)", spec.get("_target_"), path)
+            net = build_network(spec, state, origin=f"task.pretrained {str(path)!r}")
+            return net, spec, str(path)
+        dense_steps = capped_steps(cfg, task.dense_steps)
+        cache = dense_cache_path(
+            cfg,
+            {
+                "task": "inpaint",
+                "steps": dense_steps,
+                "optimizer": OmegaConf.to_container(task.optimizer, resolve=True),
+                "scheduler": OmegaConf.to_container(task.scheduler, resolve=True),
+                "loss": OmegaConf.to_container(task.loss.weights, resolve=True),
+                "mask": OmegaConf.to_container(cfg.mask, resolve=True),
+                "mask_seed": task.mask_seed,
+            },
         )
-        for name in ("psnr", "hole_l1")
-    }
-    return write_pruning_outputs(
-        output_dir,
-        final,
-        spec,
-        report,
-        metrics,
-        {
-            "psnr": scores["final"]["val/psnr"],
-            "method": p.method,
-            "granularity": str(pruner.granularity),
-        },
-    )
+        if cache.is_file():
+            log.info("Using the cached dense model %s (delete it to retrain)", cache)
+            spec, state = read_inpainting_checkpoint(cache, "the cached dense model")
+            net = build_network(spec, state, origin=f"the cached dense model {str(cache)!r}")
+            return net, spec, str(cache)
+        spec = OmegaConf.to_container(cfg.net, resolve=True)
+        net = instantiate(cfg.net)
+        log.warning(
+            "No pretrained weights given (task.pretrained=null): training the dense %s for %d "
+            "steps first; it is cached at %s for the next run",
+            type(net).__name__,
+            dense_steps,
+            cache,
+        )
+        trainer = job_trainer(cfg, self.output_dir / "dense", **_step_limits(dense_steps))
+        trainer.fit(self._module(net), datamodule=self.datamodule)
+        checkpoint = {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}
+        checkpoint["net_spec"] = spec
+        origin = cache_dense(cfg, cache, checkpoint, f"{trainer.global_step} steps")
+        return net, spec, origin
+
+    def quality(self, net: nn.Module) -> dict[str, float]:
+        self.evaluator.net = net
+        trainer = evaluation_trainer(self.cfg, self.output_dir)
+        (result,) = trainer.validate(self.evaluator, datamodule=self.datamodule, verbose=False)
+        return {k: float(v) for k, v in result.items()}
+
+    def describe(self, scores: dict[str, float]) -> str:
+        return f"PSNR {scores['val/psnr']:.2f} dB"
+
+    def finetune_steps(self) -> int:
+        return capped_steps(self.cfg, int(self.cfg.task.finetune_steps))
+
+    def finetune_module(self, net: nn.Module, pruner: Pruner, plan: PruningPlan) -> Any:
+        self.finetuner = self._module(net, pruner=pruner, mask_optimizer=plan.mask_optimizer)
+        return self.finetuner
+
+    def finetune_limits(self, steps: int) -> dict[str, Any]:
+        return _step_limits(steps)
+
+    def batch_forward(self, module: Any):
+        def forward(model: nn.Module, batch: Any) -> Tensor:  # a training batch with its masks
+            images, keys = self.datamodule.on_after_batch_transfer(batch, 0)
+            return model(images, module.training_masks(images, keys))
+
+        return forward
+
+    def make_input(self, batch: int) -> tuple[Tensor, Tensor]:
+        index = torch.arange(batch) % len(self.val_images)
+        return self.val_images[index], self.val_masks[index]
+
+    def after_finalize(self, dense: nn.Module, final: nn.Module, output_dir: Path) -> None:
+        grid = comparison_grid(self.val_images, self.val_masks, dense, final)
+        save_image(output_dir / "compare.png", grid)
+
+    def report_scores(self, scores: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        return {
+            name: {stage: values[f"val/{name}"] for stage, values in scores.items()}
+            for name in ("psnr", "hole_l1")
+        }
+
+    def report_extra(self, scores: dict[str, dict[str, float]]) -> dict[str, Any]:
+        by_bin = {
+            stage: {k.removeprefix("val/"): v for k, v in values.items() if k.count("/") == 2}
+            for stage, values in scores.items()
+        }
+        return {"by_bin": by_bin}
+
+    def metrics(self, scores: dict[str, dict[str, float]]) -> dict[str, float]:
+        names = {"dense": "dense", "masked_before_finetune": "masked", "final": "final"}
+        return {
+            f"{names[stage]}/{name}": values[f"val/{name}"]
+            for stage, values in scores.items()
+            if stage in names
+            for name in ("psnr", "hole_l1")
+        }
+
+
+@data_parallel
+def run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    return prune(cfg, InpaintingTarget(cfg, output_dir), output_dir)

@@ -1,37 +1,44 @@
-"""The classification LightningModule used to train dense networks and fine-tune pruned ones."""
+"""The classification LightningModule: trains dense networks and fine-tunes pruned ones."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 
-from masking.pruning import Pruner, mask_sources
+from masking.pruning import Pruner
 
-OptimizerFactory = Callable[[Iterable], Optimizer]
-LR_SCHEDULES = ("constant", "cosine", "onecycle")
+from .optim import (
+    OptimizerFactory,
+    SchedulerFactory,
+    as_list,
+    build_scheduler,
+    manual_step,
+    run_steps,
+)
 
 
-class ClassificationTask(pl.LightningModule):
+def _default_mask_optimizer(params: Iterable) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-2)
+
+
+class ClassificationModule(pl.LightningModule):
     """Cross-entropy training of ``net``, optionally under a :class:`~masking.pruning.Pruner`.
 
     With a pruner, every optimizer step first sets the masks for that step (the schedule drives the
     sparsity), the loss gains the estimator's penalty, and the estimator's own parameters (scores,
-    gates, thresholds) are trained by ``mask_optimizer`` (Adam by default: their gradients have no
-    natural scale) while the weights keep ``optimizer``.
+    gates, thresholds) are trained by ``mask_optimizer`` (Adam at 1e-2 by default: their gradients
+    have no natural scale) while the weights keep ``optimizer``.
 
     Args:
         net: the classifier (already carrying the pruner's masks, if any).
         optimizer: factory for the weights' optimizer, called with the parameters.
-        lr_schedule: ``"cosine"`` (to 0 over the run's steps), ``"onecycle"`` (a quarter warm-up to
-            the optimizer's lr, then down: trains a dense net from scratch in a few epochs) or
-            ``"constant"``.
+        scheduler: factory for each optimizer's learning-rate schedule (see
+            :mod:`tasks.modules.optim`), stepped per optimizer step; None: constant.
         pruner: the pruner whose masks are attached to ``net``.
         mask_optimizer: factory for the estimator parameters' optimizer.
         label_smoothing: cross-entropy label smoothing.
@@ -42,24 +49,18 @@ class ClassificationTask(pl.LightningModule):
         net: nn.Module,
         *,
         optimizer: OptimizerFactory,
-        lr_schedule: str = "cosine",
+        scheduler: SchedulerFactory | None = None,
         pruner: Pruner | None = None,
         mask_optimizer: OptimizerFactory | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(
-                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}"
-            )
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         self.net = net
         self.optimizer_factory = optimizer
-        self.mask_optimizer_factory = mask_optimizer or (
-            lambda params: torch.optim.Adam(params, lr=1e-2)
-        )
-        self.lr_schedule = lr_schedule
+        self.scheduler_factory = scheduler
+        self.mask_optimizer_factory = mask_optimizer or _default_mask_optimizer
         self.pruner = pruner
         self.label_smoothing = label_smoothing
         self.automatic_optimization = False
@@ -72,6 +73,11 @@ class ClassificationTask(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def on_fit_start(self) -> None:
+        # whatever mode the network was handed over in (a graph tracer, an evaluation, may leave
+        # it in eval mode), it trains in train mode: BatchNorm statistics and dropout depend on it
+        self.net.train()
+
     def configure_optimizers(self):
         if self.pruner is None:
             masks, weights = [], [p for p in self.net.parameters() if p.requires_grad]
@@ -80,29 +86,10 @@ class ClassificationTask(pl.LightningModule):
         optimizers = [self.optimizer_factory(weights)]
         if masks:
             optimizers.append(self.mask_optimizer_factory(masks))
-        if self.lr_schedule == "constant":
-            return optimizers
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        if self.lr_schedule == "onecycle":
-            if steps < 2:
-                return optimizers  # no cycle in one step
-            # a quarter warm-up, but at least 1.5 steps: OneCycleLR divides by the warm-up's
-            # length, which is zero for short runs (a debug run, a sweep's small budget)
-            warmup = max(0.25, 1.5 / steps)
-            schedulers = [
-                torch.optim.lr_scheduler.OneCycleLR(
-                    o,
-                    max_lr=[g["lr"] for g in o.param_groups],
-                    total_steps=steps,
-                    pct_start=warmup,
-                )
-                for o in optimizers
-            ]
-        else:
-            schedulers = [
-                torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps) for o in optimizers
-            ]
-        return optimizers, schedulers
+        steps = run_steps(self)
+        schedulers = [build_scheduler(self.scheduler_factory, o, steps) for o in optimizers]
+        schedulers = [s for s in schedulers if s is not None]
+        return (optimizers, schedulers) if schedulers else optimizers
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
@@ -116,17 +103,7 @@ class ClassificationTask(pl.LightningModule):
             penalty = self.pruner.penalty()
             total = loss + penalty
             self.log("train/penalty", penalty, on_step=True, on_epoch=True, sync_dist=True)
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        self.manual_backward(total)
-        for opt in optimizers:
-            opt.step()
-        schedulers = self.lr_schedulers()
-        if schedulers is not None:
-            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-                scheduler.step()
+        manual_step(self, total, as_list(self.optimizers()), as_list(self.lr_schedulers()))
         self.prune_step += 1
         acc = (logits.argmax(1) == labels).float().mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
@@ -158,43 +135,3 @@ def evaluate(net: nn.Module, loader: Iterable, device: torch.device | str = "cpu
     if total == 0:
         raise ValueError("the evaluation loader is empty")
     return 100.0 * correct / total
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(
-    net: nn.Module,
-    loader: Iterable,
-    batches: int,
-    forward: Callable[[nn.Module, Any], Any] | None = None,
-) -> int:
-    """Re-estimate BatchNorm running statistics with the masks in their evaluation form.
-
-    Stochastic masks (hard-concrete gates) are sampled during training, so the running statistics
-    describe noisy networks while evaluation uses the deterministic gates. This runs ``batches``
-    training batches (no labels, no gradients) with the masks deterministic and the BatchNorm layers
-    accumulating a plain average. ``forward(net, batch)`` runs one batch (default: ``net(batch[0])``,
-    an ``(images, labels)`` loader). Returns the number of batches used.
-    """
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or batches <= 0:
-        return 0
-    momenta = [m.momentum for m in norms]
-    training = net.training
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches seen
-    net.train()
-    for source in mask_sources(net):
-        source.eval()
-    used = 0
-    try:
-        for batch in loader:
-            if used >= batches:
-                break
-            forward(net, batch) if forward is not None else net(batch[0])
-            used += 1
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        net.train(training)
-    return used

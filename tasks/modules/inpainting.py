@@ -1,9 +1,10 @@
-"""The inpainting LightningModule: one optimizer for a U-Net, two for the GAN variant."""
+"""The inpainting LightningModule: a U-Net with one optimizer, the GAN variant with two, and
+fine-tuning under a pruner with the masks' own optimizer."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,16 +15,33 @@ from masking.functional import mask_product
 from masking.generators import MaskGenerator, sample_generator
 from masking.pruning import Pruner
 
-from .io import save_image
+from ..runtime.files import save_image
 from .losses import InpaintingLoss, hinge_discriminator_loss, hinge_generator_loss
 from .metrics import InpaintingMetrics, PerceptualMetrics
+from .optim import (
+    OptimizerFactory,
+    SchedulerFactory,
+    as_list,
+    build_scheduler,
+    manual_step,
+    run_steps,
+)
 
 log = logging.getLogger(__name__)
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+@dataclass
+class Adversarial:
+    """The SN-PatchGAN variant's parts (Yu et al., 2019): the discriminator, its optimizer
+    factory and the weight of the generator's hinge loss. One discriminator step per generator
+    step."""
+
+    discriminator: nn.Module
+    optimizer: OptimizerFactory
+    weight: float = 0.1
 
 
-class InpaintingTask(pl.LightningModule):
+class InpaintingModule(pl.LightningModule):
     """Trains an inpainting network on image batches, drawing one mask per image.
 
     Args:
@@ -39,20 +57,19 @@ class InpaintingTask(pl.LightningModule):
             datamodules) draw each image's mask from ``(mask_seed, key)``, so the masks do not
             depend on the number of processes; plain image batches draw from one stream per rank.
         ramp_steps: steps over which the mask generator's difficulty ramp runs (``None``: no ramp).
-        scheduler: optional factory called with the optimizer.
-        discriminator, d_optimizer, gan_weight: the SN-PatchGAN variant (hinge losses, one
-            discriminator step per generator step).
+        scheduler: factory of each optimizer's learning-rate schedule (see
+            :mod:`tasks.modules.optim`), stepped per optimizer step; None: constant.
+        gan: the adversarial variant (:class:`Adversarial`), or None.
         sample_dir: where the validation sample grids are written as PNG.
         samples: images per sample grid.
-        lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 over the run's optimiser steps; an
-            explicit ``scheduler`` takes precedence).
         net_spec: the network's ``_target_`` and arguments, saved in checkpoints so that
             ``task=predict`` can rebuild it without the training config or pickled objects.
         pruner: a :class:`~masking.pruning.Pruner` whose masks are attached to ``net``
             (``task=prune_inpaint``): each step first sets the masks for that step, the loss gains
-            the estimator's penalty, and the estimator's parameters join the optimizer as a second
-            parameter group with learning rate ``mask_lr``.
-        mask_lr: learning rate of the estimator's parameters (scores, gates, thresholds).
+            the estimator's penalty, and the estimator's parameters (scores, gates, thresholds)
+            are trained by ``mask_optimizer`` while the weights keep ``optimizer``.
+        mask_optimizer: factory for the estimator parameters' optimizer.
+        perceptual: LPIPS and FID of the validation composites, when their weights are local.
     """
 
     def __init__(
@@ -65,30 +82,29 @@ class InpaintingTask(pl.LightningModule):
         *,
         mask_seed: int = 0,
         ramp_steps: int | None = None,
-        scheduler: Callable | None = None,
-        discriminator: nn.Module | None = None,
-        d_optimizer: OptimizerFactory | None = None,
-        gan_weight: float = 0.1,
+        scheduler: SchedulerFactory | None = None,
+        gan: Adversarial | None = None,
         sample_dir: str | Path | None = None,
         samples: int = 8,
         net_spec: dict | None = None,
-        lr_schedule: str = "constant",
         pruner: Pruner | None = None,
-        mask_lr: float = 1e-2,
+        mask_optimizer: OptimizerFactory | None = None,
         perceptual: PerceptualMetrics | None = None,
     ) -> None:
         super().__init__()
-        if discriminator is not None and d_optimizer is None:
-            raise ValueError("d_optimizer is required with a discriminator")
-        if pruner is not None and discriminator is not None:
+        if pruner is not None and gan is not None:
             raise ValueError(
                 "pruner: fine-tuning under a pruner trains the generator with the reconstruction "
-                "loss only; pass no discriminator"
+                "loss only; pass no gan"
             )
-        self.pruner, self.mask_lr = pruner, float(mask_lr)
-        self.net, self.loss, self.discriminator = net, loss, discriminator
+        if pruner is not None and pruner.mask_parameters() and mask_optimizer is None:
+            raise ValueError(f"mask_optimizer is required for the {pruner.method} pruner's masks")
+        self.net, self.loss = net, loss
+        self.discriminator = None if gan is None else gan.discriminator
+        self.gan_weight = 0.0 if gan is None else float(gan.weight)
+        self.d_optimizer_factory = None if gan is None else gan.optimizer
+        self.pruner, self.mask_optimizer_factory = pruner, mask_optimizer
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.d_optimizer_factory, self.gan_weight = d_optimizer, float(gan_weight)
         self.mask_generator, self.mask_seed, self.ramp_steps = mask_generator, mask_seed, ramp_steps
         self.eval_bins = list(eval_masks)
         # one (bins × per_bin) stack, so it moves with the module and is saved in no checkpoint
@@ -98,14 +114,13 @@ class InpaintingTask(pl.LightningModule):
         self.val_metrics = InpaintingMetrics()
         # LPIPS/FID: kept out of the module tree, so their networks stay out of checkpoints
         self.__dict__["perceptual"] = perceptual if perceptual and perceptual.enabled else None
-        self.automatic_optimization = discriminator is None
+        # the GAN and the pruner's masks have optimizers of their own, which Lightning's automatic
+        # optimisation (one optimizer) cannot step
+        self.automatic_optimization = gan is None and pruner is None
         self._mask_rng: torch.Generator | None = None
         self._val_seen = 0
         self.validated_step: int | None = None  # the training step of the last validation
         self.net_spec = net_spec
-        if lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
-        self.lr_schedule = lr_schedule
 
     # -- masks --------------------------------------------------------------------------------
 
@@ -192,20 +207,18 @@ class InpaintingTask(pl.LightningModule):
             loss = loss + penalty
         if self.discriminator is None:
             self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
+            if not self.automatic_optimization:  # the pruner's masks have their own optimizer
+                manual_step(self, loss, as_list(self.optimizers()), as_list(self.lr_schedulers()))
             return loss
-        g_opt, d_opt = self.optimizers()
+        (g_opt, d_opt), schedulers = self.optimizers(), as_list(self.lr_schedulers())
         composite = mask_product(images, masks) + mask_product(outputs[-1], 1 - masks)
         g_adv = hinge_generator_loss(self.discriminator(composite, masks))
         g_total = loss + self.gan_weight * g_adv
-        g_opt.zero_grad()
-        self.manual_backward(g_total)
-        g_opt.step()
+        manual_step(self, g_total, [g_opt])
         d_loss = hinge_discriminator_loss(
             self.discriminator(images, masks), self.discriminator(composite.detach(), masks)
         )
-        d_opt.zero_grad()
-        self.manual_backward(d_loss)
-        d_opt.step()
+        manual_step(self, d_loss, [d_opt], schedulers)
         self.log_dict(
             {"train/loss": g_total, "train/g_adv": g_adv, "train/d_loss": d_loss},
             prog_bar=True,
@@ -279,27 +292,34 @@ class InpaintingTask(pl.LightningModule):
 
     # -- optimisers and state -----------------------------------------------------------------
 
+    def on_fit_start(self) -> None:
+        # whatever mode the network was handed over in (a graph tracer, an evaluation, may leave
+        # it in eval mode), it trains in train mode: BatchNorm statistics depend on it
+        self.net.train()
+        if self.discriminator is not None:
+            self.discriminator.train()
+
     def configure_optimizers(self):
         if self.pruner is not None:
+            optimizers = [self.optimizer_factory(self.pruner.weight_parameters())]
             masks = self.pruner.mask_parameters()
-            groups = [{"params": self.pruner.weight_parameters()}]
             if masks:
-                groups.append({"params": masks, "lr": self.mask_lr})
-            optimizer = self.optimizer_factory(groups)
+                optimizers.append(self.mask_optimizer_factory(masks))
         else:
-            optimizer = self.optimizer_factory(self.net.parameters())
+            optimizers = [self.optimizer_factory(self.net.parameters())]
         if self.discriminator is not None:
-            return [optimizer, self.d_optimizer_factory(self.discriminator.parameters())]
-        if self.scheduler_factory is not None:
-            scheduler = self.scheduler_factory(optimizer)
-        elif self.lr_schedule == "cosine":
-            steps = max(1, int(self.trainer.estimated_stepping_batches))
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        else:
+            optimizers.append(self.d_optimizer_factory(self.discriminator.parameters()))
+        steps = run_steps(self)
+        schedulers = [build_scheduler(self.scheduler_factory, o, steps) for o in optimizers]
+        schedulers = [s for s in schedulers if s is not None]
+        if not self.automatic_optimization:
+            return (optimizers, schedulers) if schedulers else optimizers
+        (optimizer,) = optimizers
+        if not schedulers:
             return optimizer
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            "lr_scheduler": {"scheduler": schedulers[0], "interval": "step"},
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

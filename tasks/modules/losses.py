@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models import vgg16
 
-from .metrics import hub_file
+from ..runtime.checkpoints import hub_file
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,6 @@ class VGG16Features(nn.Module):
 
     def __init__(self, state_dict: dict[str, Tensor]) -> None:
         super().__init__()
-        from torchvision.models import vgg16
-
         vgg = vgg16(weights=None)
         try:
             vgg.load_state_dict(state_dict)
@@ -149,6 +149,18 @@ class InpaintingLoss(nn.Module):
             )
         total = sum(getattr(self.weights, name) * value for name, value in terms.items())
         return total, terms
+
+
+def inpainting_loss(
+    weights: Mapping[str, float] | None = None,
+    vgg_path: str | Path | None = None,
+    require_vgg: bool = False,
+) -> InpaintingLoss:
+    """The loss of ``task.loss``: ``weights`` by term name (Liu et al.'s defaults for the terms
+    not given), VGG16 from ``vgg_path`` or torchvision's cache (see :func:`load_vgg16_features`).
+    """
+    vgg = load_vgg16_features(vgg_path, required=require_vgg)
+    return InpaintingLoss(LossWeights(**(weights or {})), vgg=vgg)
 
 
 def hinge_discriminator_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:

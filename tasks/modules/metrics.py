@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torchvision
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.functional.image import (
@@ -15,6 +16,8 @@ from torchmetrics.functional.image import (
 )
 
 from masking.generators import HOLE_RATIO_BINS, bin_name
+
+from ..runtime.checkpoints import hub_file
 
 NAMES = ("hole_l1", "psnr", "ssim")
 log = logging.getLogger(__name__)
@@ -104,14 +107,7 @@ LPIPS_NETS = {
 }
 
 
-def hub_file(url: str) -> Path:
-    """Where torch.hub (and torchvision) keep the download of ``url`` (or of a file so named)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-
-
 def lpips_weights_file(net: str) -> Path:
-    import torchvision
-
     _, enum = LPIPS_NETS[net]
     return hub_file(getattr(torchvision.models, enum).DEFAULT.url)
 

@@ -1,10 +1,12 @@
-"""What a pruned network costs: parameters (total and nonzero), multiply-accumulates and latency.
+"""What a network costs: parameters (total and nonzero), multiply-accumulates and latency, and
+the dense and pruned networks measured side by side for the pruning report.
 
-Plain functions over an ``nn.Module`` and example inputs, for the pruning report; no Lightning.
+Plain functions over an ``nn.Module`` and example inputs; no Lightning.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -18,7 +20,9 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 import masking  # noqa: F401  (registers the masking:: custom ops counted below)
 from masking.checks import check_int
 
-__all__ = ["count_macs", "count_params", "latency_table", "measure_latency"]
+__all__ = ["count_macs", "count_params", "latency_table", "measure_latency", "profile_pair"]
+
+MEMORY_FORMATS = ("contiguous", "channels_last")
 
 
 def _check_module(model: object) -> nn.Module:
@@ -242,3 +246,61 @@ def latency_table(
         )
         for b in sizes
     }
+
+
+def _prepare_for_inference(model: nn.Module, memory_format: str) -> nn.Module:
+    """The inference path the latency is measured on (the same for dense and pruned)."""
+    model = copy.deepcopy(model).eval()
+    if memory_format == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+    elif memory_format != "contiguous":
+        raise ValueError(
+            f"task.latency.memory_format must be one of {', '.join(MEMORY_FORMATS)}, got "
+            f"{memory_format!r}"
+        )
+    return model
+
+
+def profile_pair(
+    dense: nn.Module,
+    final: nn.Module,
+    make_input: Callable[[int], Any],
+    *,
+    batches: Sequence[int],
+    repeats: int,
+    warmup: int,
+    memory_format: str,
+) -> dict[str, dict]:
+    """Params, MACs and latency of the dense and final models, measured side by side.
+
+    Returns ``{"dense": ..., "final": ...}``, each ``{"params", "nonzero_params", "macs",
+    "latency_ms": {"batch_<b>": median}}``; the latency is the median of three interleaved blocks
+    (a noisy neighbour hits both models alike), each :func:`measure_latency`'s median.
+    """
+    models = {
+        "dense": _prepare_for_inference(dense, memory_format),
+        "final": _prepare_for_inference(final, memory_format),
+    }
+    out: dict[str, dict] = {}
+    for key, model in models.items():
+        out[key] = {**count_params(model), "macs": count_macs(model, make_input(1))}
+        out[key]["latency_ms"] = {}
+    fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+    for batch in batches:
+        example = make_input(batch)
+        if isinstance(example, Tensor):
+            example = example.contiguous(memory_format=fmt)
+        else:  # forward arguments: image-like ones in the same memory format
+            example = tuple(
+                t.contiguous(memory_format=fmt) if isinstance(t, Tensor) and t.dim() == 4 else t
+                for t in example
+            )
+        runs: dict[str, list[float]] = {k: [] for k in models}
+        for _ in range(3):
+            for key, model in models.items():
+                result = measure_latency(model, example, repeats=repeats, warmup=warmup)
+                runs[key].append(result["median_ms"])
+        for key in models:
+            values = sorted(runs[key])
+            out[key]["latency_ms"][f"batch_{batch}"] = values[len(values) // 2]
+    return out

@@ -7,11 +7,21 @@ import io
 import json
 from pathlib import Path
 
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from PIL import Image
 from torch import Tensor
 
 from masking.io import write_atomic
 
-__all__ = ["AtomicCheckpointIO", "save_image", "write_atomic", "write_json"]
+__all__ = ["AtomicCheckpointIO", "save_image", "save_torch", "write_atomic", "write_json"]
+
+
+def save_torch(path: str | Path, payload: object) -> Path:
+    """``torch.save`` through a temporary file and a rename."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_atomic(path, buffer.getvalue())
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
@@ -20,21 +30,13 @@ def write_json(path: str | Path, payload: dict) -> Path:
 
 def save_image(path: str | Path, image: Tensor) -> Path:
     """Save a float ``(3, H, W)`` image in [0, 1] as PNG."""
-    from PIL import Image
-
     array = (image.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return write_atomic(path, buffer.getvalue())
 
 
-def _checkpoint_io_base() -> type:
-    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-
-    return TorchCheckpointIO
-
-
-class AtomicCheckpointIO(_checkpoint_io_base()):
+class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoints written like every other file of a run: serialized in memory, then a
     same-folder temporary file, fsync and rename. Lightning's own save goes through an fsspec
     transaction whose temporary file lives in the system temp folder, so committing it to another
@@ -46,8 +48,4 @@ class AtomicCheckpointIO(_checkpoint_io_base()):
                 "AtomicCheckpointIO: storage_options are not supported, got "
                 f"{sorted(storage_options)}"
             )
-        import torch
-
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        write_atomic(path, buffer.getvalue())
+        save_torch(path, checkpoint)

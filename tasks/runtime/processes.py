@@ -3,8 +3,8 @@
 Lightning starts the other ranks of a ``ddp`` run by running the command line again, which under
 Hydra re-runs a whole ``-m`` sweep in every child and breaks jobs started from Python (tests,
 notebooks, sweep launchers). Here the job starts them itself instead: it saves its resolved config,
-starts ``python -m tasks.distributed <config>`` once per extra rank with the rendezvous variables
-set, and takes rank 0 itself, as ``torchrun`` would. Lightning then sees processes launched from
+starts ``python -m tasks <config>`` once per extra rank with the rendezvous variables set, and
+takes rank 0 itself, as ``torchrun`` would. Lightning then sees processes launched from
 outside and only joins them. Every rank runs the whole job (the ``torchrun`` model); only rank 0
 writes the run's files (:func:`is_main_process`).
 
@@ -16,17 +16,27 @@ Nothing is started when the ranks come from outside: a cluster (SLURM through
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+from lightning_fabric.plugins.environments import (
+    LSFEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+
+from .job import launch_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +47,6 @@ LAUNCHED_STRATEGIES = ("ddp", "fsdp", "deepspeed")
 
 def is_main_process() -> bool:
     """True on global rank 0 (and in a run that is not distributed): the one that writes files."""
-    from lightning_fabric.utilities.rank_zero import rank_zero_only
-
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
@@ -46,8 +54,6 @@ def other_ranks_stop_here() -> bool:
     """After a job's last collective step: wait for every rank, then tell the non-zero ranks to
     end their job, so that rank 0 measures latency and writes the run's files alone. True on
     the ranks that should stop."""
-    import torch
-
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return False
     torch.distributed.barrier()
@@ -56,12 +62,6 @@ def other_ranks_stop_here() -> bool:
 
 def launched_from_outside() -> bool:
     """Whether this process is one rank of a job whose ranks something else started."""
-    from lightning_fabric.plugins.environments import (
-        LSFEnvironment,
-        SLURMEnvironment,
-        TorchElasticEnvironment,
-    )
-
     return (
         "LOCAL_RANK" in os.environ
         or SLURMEnvironment.detect()
@@ -88,8 +88,6 @@ def processes_per_node(trainer_cfg: DictConfig) -> int:
         for kind in ("spawn", "fork", "notebook")  # Lightning starts those itself
     ):
         return 1
-    import torch
-
     accelerator = str(trainer_cfg.get("accelerator", "auto"))
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
@@ -126,12 +124,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch_dir() -> Path:
-    from .train_prune import launch_path
-
-    return launch_path(".")
-
-
 @contextlib.contextmanager
 def local_ranks(cfg: DictConfig, output_dir: Path) -> Iterator[None]:
     """Start the other ranks of a one-machine data-parallel run for the duration of the job.
@@ -151,8 +143,6 @@ def local_ranks(cfg: DictConfig, output_dir: Path) -> Iterator[None]:
             f"trainer.num_nodes={num_nodes} needs a cluster launcher that starts every rank "
             "(hydra/launcher=submitit_slurm, or torchrun on each node)"
         )
-    import torch
-
     config_dir = output_dir / ".ddp"
     config_dir.mkdir(parents=True, exist_ok=True)
     config_file = config_dir / "config.yaml"
@@ -180,9 +170,9 @@ def local_ranks(cfg: DictConfig, output_dir: Path) -> Iterator[None]:
         }
         children.append(
             subprocess.Popen(
-                [sys.executable, "-m", "tasks.distributed", str(config_file)],
+                [sys.executable, "-m", "tasks", str(config_file)],
                 env=env,
-                cwd=_launch_dir(),
+                cwd=launch_dir(),
             )
         )
     done = threading.Event()
@@ -231,15 +221,16 @@ def _report_failures(children: list[subprocess.Popen], done: threading.Event) ->
                 log.error("rank %d ended with exit status %s while rank 0 still runs", rank, code)
 
 
-def _rank_main(config_file: str) -> int:
-    """One started rank: run the job of the saved config."""
-    from .run import run
-
-    rank = os.environ.get("RANK", "?")
-    logging.basicConfig(level=logging.WARNING, format=f"[rank {rank}] %(levelname)s %(message)s")
-    run(OmegaConf.load(config_file))
-    return 0
+Job = Callable[[DictConfig, Path], dict[str, float]]
 
 
-if __name__ == "__main__":
-    sys.exit(_rank_main(sys.argv[1]))
+def data_parallel(job: Job) -> Job:
+    """Mark a job that trains through ``cfg.trainer``: for its duration, the other ranks of a
+    one-machine data-parallel trainer are started (:func:`local_ranks`)."""
+
+    @functools.wraps(job)
+    def with_ranks(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+        with local_ranks(cfg, output_dir):
+            return job(cfg, output_dir)
+
+    return with_ranks

@@ -6,27 +6,14 @@ import pytest
 import torch
 
 from tasks import run
-from tasks.inpaint import InpaintingTask
+from tasks.modules import InpaintingModule
+from tests.helpers.jobs import INPAINT_FAST
 from tests.hydra_config import compose_config
-
-FAST = [
-    "task=inpaint",
-    "logger=none",
-    "trainer.max_epochs=1",
-    "trainer.check_val_every_n_epoch=1",
-    "data.crop_size=32",
-    "data.batch_size=4",
-    "data.samples_per_epoch=8",
-    "data.max_val_crops=8",
-    "task.eval_masks_per_bin=2",
-    "net.depth=3",
-    "net.base_width=8",
-]
 
 
 @pytest.mark.parametrize("layer", ["partial", "gated", "vanilla"])
 def test_each_layer_trains_and_writes_its_run(tmp_path, layer):
-    value = run(compose_config(tmp_path, [*FAST, f"layer={layer}"]))
+    value = run(compose_config(tmp_path, [*INPAINT_FAST, f"layer={layer}"]))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert value == metrics["val/hole_l1"] and metrics["train/steps"] == 2
     assert {"val/psnr", "val/ssim", "val/hole_l1/hole_50_60"} <= set(metrics)
@@ -35,7 +22,7 @@ def test_each_layer_trains_and_writes_its_run(tmp_path, layer):
 
 
 def test_deepfill_gan_trains(tmp_path):
-    overrides = [o for o in FAST if not o.startswith("net.")] + [
+    overrides = [o for o in INPAINT_FAST if not o.startswith("net.")] + [
         "experiment=deepfill",
         "net.width=4",
         "task.gan.discriminator.width=8",
@@ -50,17 +37,17 @@ def test_resume_continues_from_the_saved_step(tmp_path, monkeypatch):
     # the resumed run must see exactly the images and masks the uninterrupted run saw in its second
     # epoch: data keys, crop/flip parameters and the mask generator all come back from the checkpoint
     seen = []
-    draw = InpaintingTask.training_masks
+    draw = InpaintingModule.training_masks
 
     def recording(self, images, keys=None):
         masks = draw(self, images, keys)
         seen.append((self.global_step, float(images.sum()), float(masks.sum())))
         return masks
 
-    monkeypatch.setattr(InpaintingTask, "training_masks", recording)
+    monkeypatch.setattr(InpaintingModule, "training_masks", recording)
     # stopping after 1 of 2 epochs by asking for 1 epoch would shorten a cosine schedule, whose
     # length comes from max_epochs; an interrupted run keeps its schedule, so use a constant lr
-    fast = [*FAST, "task.lr_schedule=constant"]
+    fast = [*INPAINT_FAST, "task.scheduler=null"]
     straight = run(compose_config(tmp_path / "a", [*fast, "trainer.max_epochs=2"]))
     straight_inputs, seen[:] = list(seen), []
     run(compose_config(tmp_path / "b", fast))
@@ -77,14 +64,18 @@ def test_resume_continues_from_the_saved_step(tmp_path, monkeypatch):
 
 
 def test_bf16_mixed_precision_trains_without_nan(tmp_path):
-    run(compose_config(tmp_path, [*FAST, "trainer.precision=bf16-mixed", "trainer.max_epochs=2"]))
+    run(
+        compose_config(
+            tmp_path, [*INPAINT_FAST, "trainer.precision=bf16-mixed", "trainer.max_epochs=2"]
+        )
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k != "val/psnr")
 
 
 def test_wandb_logs_offline_into_the_run_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    run(compose_config(tmp_path, [*FAST[:1], *FAST[2:], "logger=wandb"]))
+    run(compose_config(tmp_path, [*INPAINT_FAST[:1], *INPAINT_FAST[2:], "logger=wandb"]))
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
 
@@ -96,18 +87,17 @@ def test_gan_steps_update_generator_and_discriminator():
 
     from masking.generators import Boxes, evaluation_masks
     from masking.models import GatedGenerator, PatchDiscriminator
-    from tasks.losses import InpaintingLoss
+    from tasks.modules import Adversarial, InpaintingLoss
 
     gen, disc = GatedGenerator(width=4), PatchDiscriminator(width=4)
     adam = functools.partial(torch.optim.Adam, lr=1e-3)
-    task = InpaintingTask(
+    task = InpaintingModule(
         gen,
         InpaintingLoss(),
         adam,
         Boxes(),
         evaluation_masks(32, 1),
-        discriminator=disc,
-        d_optimizer=adam,
+        gan=Adversarial(disc, adam),
     )
     before = {n: p.detach().clone() for n, p in task.named_parameters()}
     images = torch.utils.data.DataLoader(torch.rand(8, 3, 32, 32), batch_size=4)

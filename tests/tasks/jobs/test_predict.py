@@ -10,14 +10,14 @@ from PIL import Image
 
 from masking.io import write_atomic
 from tasks import run
+from tests.helpers.jobs import INPAINT_FAST
 from tests.hydra_config import compose_config
-from tests.tasks.test_inpaint_task import FAST
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
-    run(compose_config(out, FAST))
+    run(compose_config(out, INPAINT_FAST))
     return out / "checkpoints" / "last.ckpt"
 
 

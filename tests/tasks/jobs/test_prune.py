@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from masking.pruning.export import load_pruned
 from tasks import run
+from tests.helpers.jobs import prune_fast, read_json
 from tests.hydra_config import compose_config, options
 
 
-def fast(tmp_path) -> list[str]:
-    return [
-        "task=prune",
-        "logger=none",
-        "net.width=8",
-        "data.size=16",
-        "data.batch_size=32",
-        "task.dense_epochs=1",
-        "task.finetune_epochs=2",
-        "+trainer.limit_train_batches=8",
-        "task.latency.repeats=1",
-        "task.latency.warmup=0",
-        "task.latency.batches=[1,4]",
-        f"task.cache_dir={tmp_path / 'cache'}",
-    ]
-
-
-def read(path):
-    return json.loads(path.read_text())
-
-
 def test_unstructured_run_reports_exports_and_caches_the_dense_model(tmp_path):
-    overrides = [*fast(tmp_path), "pruning=movement", "pruning.sparsity=0.8"]
+    overrides = [*prune_fast(tmp_path), "pruning=movement", "pruning.sparsity=0.8"]
     value = run(compose_config(tmp_path / "a", overrides))
     run_dir = tmp_path / "a"
-    metrics, report = read(run_dir / "metrics.json"), read(run_dir / "prune_report.json")
+    metrics, report = read_json(run_dir / "metrics.json"), read_json(run_dir / "prune_report.json")
     assert value == metrics["final/acc"]
     assert abs(report["achieved_sparsity"] - 0.8) <= 0.005
     # baking is exact: the final model classifies like the masked one did
@@ -53,14 +31,14 @@ def test_unstructured_run_reports_exports_and_caches_the_dense_model(tmp_path):
     assert len(cached) == 1
     # the second run starts from the cached dense model: same dense accuracy, no retraining
     run(compose_config(tmp_path / "b", [*overrides, "pruning=magnitude"]))
-    assert read(tmp_path / "b" / "metrics.json")["dense/acc"] == metrics["dense/acc"]
+    assert read_json(tmp_path / "b" / "metrics.json")["dense/acc"] == metrics["dense/acc"]
     assert list((tmp_path / "cache").glob("dense-*.pt")) == cached
 
 
 def test_structured_run_compacts_to_fewer_macs(tmp_path):
-    overrides = [*fast(tmp_path), "pruning=slimming", "pruning.sparsity=0.5"]
+    overrides = [*prune_fast(tmp_path), "pruning=slimming", "pruning.sparsity=0.5"]
     run(compose_config(tmp_path, overrides))
-    report = read(tmp_path / "prune_report.json")
+    report = read_json(tmp_path / "prune_report.json")
     assert report["finalize"] == "compact"
     assert abs(report["achieved_sparsity"] - 0.5) <= 0.005
     assert report["mac_reduction"] > 3.0  # half the channels in and out: about 4x
@@ -90,12 +68,12 @@ def test_every_pruning_option_composes(tmp_path, option):
 )
 def test_bad_pruning_input_is_named(tmp_path, override, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        run(compose_config(tmp_path, [*fast(tmp_path), override]))
+        run(compose_config(tmp_path, [*prune_fast(tmp_path), override]))
 
 
 def test_batchnorm_recalibration_uses_deterministic_gates():
     from masking.pruning import Pruner
-    from tasks.prune import recalibrate_batchnorm
+    from tasks.pruning import recalibrate_batchnorm
 
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3),

@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from masking.pruning.export import load_pruned
 from tasks import run
-from tasks.predict import load_network
+from tasks.runtime.checkpoints import load_inpainting_network
+from tests.helpers.jobs import prune_inpaint_fast, read_json
 from tests.hydra_config import compose_config
-
-
-def fast(tmp_path, *extra: str) -> list[str]:
-    return [
-        "task=prune_inpaint",
-        "logger=none",
-        "net.depth=3",
-        "net.base_width=8",
-        "data.crop_size=32",
-        "data.batch_size=8",
-        "data.samples_per_epoch=64",
-        "data.max_val_crops=12",
-        "task.eval_masks_per_bin=2",
-        "task.dense_steps=12",
-        "task.finetune_steps=8",
-        "task.latency.repeats=1",
-        "task.latency.warmup=0",
-        "task.latency.batches=[1,2]",
-        f"task.cache_dir={tmp_path / 'cache'}",
-        *extra,
-    ]
-
-
-def read(path):
-    return json.loads(path.read_text())
 
 
 def test_unstructured_run_reports_psnr_and_exports(tmp_path):
     run_dir = tmp_path / "a"
-    value = run(compose_config(run_dir, fast(tmp_path, "pruning.sparsity=0.6")))
-    metrics, report = read(run_dir / "metrics.json"), read(run_dir / "prune_report.json")
+    value = run(compose_config(run_dir, prune_inpaint_fast(tmp_path, "pruning.sparsity=0.6")))
+    metrics, report = read_json(run_dir / "metrics.json"), read_json(run_dir / "prune_report.json")
     assert value == metrics["final/psnr"]
     assert report["scores"] == ["psnr", "hole_l1"]
     stages = {"dense", "masked_before_finetune", "masked_after_finetune", "final"}
@@ -57,15 +31,19 @@ def test_unstructured_run_reports_psnr_and_exports(tmp_path):
     assert nonzero == report["final"]["nonzero_params"]
     # the dense model trained here is cached as an inpainting checkpoint task=predict can load
     (cache,) = (tmp_path / "cache").glob("dense-PConvUNet-*.pt")
-    assert load_network(cache)(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32)).isfinite().all()
+    assert (
+        load_inpainting_network(cache)(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32))
+        .isfinite()
+        .all()
+    )
     # ... and task.pretrained takes it: same dense PSNR, nothing retrained
-    run(compose_config(tmp_path / "b", fast(tmp_path, f"task.pretrained={cache}")))
-    assert read(tmp_path / "b" / "metrics.json")["dense/psnr"] == metrics["dense/psnr"]
-    assert "trained here" not in read(tmp_path / "b" / "prune_report.json")["pretrained"]
+    run(compose_config(tmp_path / "b", prune_inpaint_fast(tmp_path, f"task.pretrained={cache}")))
+    assert read_json(tmp_path / "b" / "metrics.json")["dense/psnr"] == metrics["dense/psnr"]
+    assert "trained here" not in read_json(tmp_path / "b" / "prune_report.json")["pretrained"]
 
 
 def test_channel_pruning_of_a_joint_mask_unet_compacts(tmp_path):
-    overrides = fast(
+    overrides = prune_inpaint_fast(
         tmp_path,
         "net.multi_channel_decoder=false",
         "pruning=hard_concrete",
@@ -73,7 +51,7 @@ def test_channel_pruning_of_a_joint_mask_unet_compacts(tmp_path):
         "pruning.sparsity=0.5",
     )
     run(compose_config(tmp_path, overrides))
-    report = read(tmp_path / "prune_report.json")
+    report = read_json(tmp_path / "prune_report.json")
     assert report["finalize"] == "compact"
     assert report["mac_reduction"] > 2.0
     assert report["psnr"]["final"] == pytest.approx(
@@ -84,7 +62,7 @@ def test_channel_pruning_of_a_joint_mask_unet_compacts(tmp_path):
 
 
 def test_channel_pruning_of_per_channel_decoder_masks_is_refused_with_the_fix(tmp_path):
-    overrides = fast(tmp_path, "pruning.granularity=channel")
+    overrides = prune_inpaint_fast(tmp_path, "pruning.granularity=channel")
     with pytest.raises(ValueError, match=r"net\.multi_channel_decoder=false"):
         run(compose_config(tmp_path, overrides))
 
@@ -103,4 +81,4 @@ def test_a_classifier_checkpoint_is_not_an_inpainting_checkpoint(tmp_path):
     weights = tmp_path / "classifier.pt"
     torch.save({"fc.weight": torch.zeros(2, 2)}, weights)
     with pytest.raises(ValueError, match=r"task\.pretrained .* is not an inpainting checkpoint"):
-        run(compose_config(tmp_path, fast(tmp_path, f"task.pretrained={weights}")))
+        run(compose_config(tmp_path, prune_inpaint_fast(tmp_path, f"task.pretrained={weights}")))

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.models import vgg16
 
-from tasks.losses import (
+from tasks.modules.losses import (
     InpaintingLoss,
     LossWeights,
     gram,
@@ -13,7 +13,7 @@ from tasks.losses import (
     load_vgg16_features,
     total_variation,
 )
-from tasks.metrics import InpaintingMetrics, hole_l1, per_image_scores
+from tasks.modules.metrics import InpaintingMetrics, hole_l1, per_image_scores
 from tests.oracle import blob_mask
 
 

@@ -10,8 +10,8 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from masking.models import GatedGenerator, PConvUNet
-from tasks.losses import InpaintingLoss, hinge_discriminator_loss, hinge_generator_loss
-from tasks.metrics import NAMES, InpaintingMetrics, hole_l1, per_image_scores
+from tasks.modules.losses import InpaintingLoss, hinge_discriminator_loss, hinge_generator_loss
+from tasks.modules.metrics import NAMES, InpaintingMetrics, hole_l1, per_image_scores
 from tests.hydra_config import compose_config
 from tests.oracle import blob_mask
 

@@ -9,9 +9,9 @@ import torch
 import torchvision
 
 from tasks import run
-from tasks.metrics import PerceptualMetrics, fid_weights_file, lpips_weights_file
+from tasks.modules.metrics import PerceptualMetrics, fid_weights_file, lpips_weights_file
+from tests.helpers.jobs import INPAINT_FAST
 from tests.hydra_config import compose_config
-from tests.tasks.test_inpaint_task import FAST
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def fake_squeezenet_weights() -> None:
 
 
 def test_missing_weights_turn_the_metrics_off_with_one_line(hub, caplog):
-    with caplog.at_level(logging.INFO, logger="tasks.metrics"):
+    with caplog.at_level(logging.INFO, logger="tasks.modules.metrics"):
         metrics = PerceptualMetrics()
     assert not metrics.enabled and metrics.compute() == {}
     lines = [r.getMessage() for r in caplog.records]
@@ -69,7 +69,7 @@ def test_lpips_from_local_weights(hub):
 
 def test_the_task_logs_lpips_when_its_weights_are_local(hub, tmp_path):
     fake_squeezenet_weights()
-    overrides = [*FAST, "task.metrics.lpips=true", "task.metrics.lpips_net=squeeze"]
+    overrides = [*INPAINT_FAST, "task.metrics.lpips=true", "task.metrics.lpips_net=squeeze"]
     run(compose_config(tmp_path / "run", overrides))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["val/lpips"] >= 0

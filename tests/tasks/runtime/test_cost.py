@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-import tasks.profile
+import tasks.runtime.cost
 from masking.models import PConvUNet, ResNet
-from tasks.profile import count_macs, count_params, latency_table, measure_latency
+from tasks.runtime.cost import count_macs, count_params, latency_table, measure_latency
 
 
 class _Mask(nn.Module):
@@ -151,6 +151,6 @@ class TestLatency:
 
 
 def test_docstring_examples():
-    module = tasks.profile
+    module = tasks.runtime.cost
     result = doctest.testmod(module, globs={"torch": torch, **vars(module)})
     assert result.attempted > 0 and result.failed == 0

@@ -14,7 +14,7 @@ from datamodules._sharding import ShardSampler
 from datamodules.digits import EpochShuffleSampler
 from datamodules.inpainting import EpochSampler
 from masking.generators import FreeFormStrokes, sample_generator
-from tasks.distributed import launched_from_outside, processes_per_node
+from tasks.runtime.processes import launched_from_outside, processes_per_node
 from tests.hydra_config import compose_config, finished_run
 
 

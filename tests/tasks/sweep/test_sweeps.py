@@ -15,11 +15,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import open_dict
 
+from tasks.runtime.trainer import build_logger
 from tasks.sweep import Job, main, pareto_front, summarize, varying_overrides
-from tasks.tracking import build_logger
 from tests import fake_slurm
+from tests.helpers.jobs import prune_fast
 from tests.hydra_config import CONF, finished_run, run_cli
-from tests.tasks.test_prune_job import fast  # the small pruning job
 
 TINY_INPAINT = [
     "logger=none",
@@ -109,7 +109,7 @@ def test_inpainting_sweep_writes_the_table_and_the_bin_plot(tmp_path):
 def test_pruning_sweep_writes_the_pareto_plot(tmp_path):
     result, sweep_dir = multirun(
         tmp_path,
-        *fast(tmp_path),
+        *prune_fast(tmp_path),
         "pruning=magnitude,movement",
         "pruning.sparsity=0.5,0.8",
     )
@@ -162,7 +162,7 @@ def test_optuna_tunes_the_value_that_run_returns(tmp_path):
         "hparams_search=prune_hard_concrete",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2",
-        *fast(tmp_path)[1:],
+        *prune_fast(tmp_path)[1:],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = (sweep_dir / "optimization_results.yaml").read_text()

@@ -1,0 +1,187 @@
+"""The one pruning pipeline: pretrained network → masks → fine-tune under the schedule → settle →
+finalize (bake or compact) → export → report. Every pruning job runs it with a
+:class:`PruningTarget` that says what is pruned and how its quality is measured."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import nn
+
+from masking.pruning import Pruner
+
+from ..runtime.cost import profile_pair
+from ..runtime.processes import other_ranks_stop_here
+from ..runtime.trainer import logged_trainer
+from .plan import PruningPlan
+from .report import pruning_report, write_pruning_outputs
+from .settle import BatchForward, settle_masks
+
+log = logging.getLogger(__name__)
+
+
+class PruningTarget(ABC):
+    """What a pruning job prunes (a network, its data, its LightningModule) and how it measures
+    the network's quality at each stage. ``prepare`` runs first; the pipeline then uses the rest.
+    """
+
+    datamodule: pl.LightningDataModule
+    example_inputs: Any  # a batch to trace channel coupling (tensor or forward arguments)
+    check_inputs: Any  # a batch on which the compacted and the masked model must agree
+
+    @abstractmethod
+    def prepare(self, plan: PruningPlan) -> None:
+        """Set up the data and the example inputs; fail now on settings the plan cannot meet."""
+
+    @abstractmethod
+    def pretrained(self, plan: PruningPlan) -> tuple[nn.Module, dict, str]:
+        """The network to prune, its spec (``_target_`` and arguments, what the export rebuilds
+        it from) and where its weights came from."""
+
+    @abstractmethod
+    def quality(self, net: nn.Module) -> dict[str, float]:
+        """The network's scores, flat keys (``acc``, or ``val/psnr`` and friends)."""
+
+    @abstractmethod
+    def describe(self, scores: dict[str, float]) -> str:
+        """The headline of one stage's scores, for the log (``accuracy 99.72 %``)."""
+
+    @abstractmethod
+    def finetune_steps(self) -> int:
+        """The fine-tuning budget in optimizer steps."""
+
+    @abstractmethod
+    def finetune_module(self, net: nn.Module, pruner: Pruner, plan: PruningPlan) -> Any:
+        """The LightningModule that fine-tunes ``net`` under ``pruner``."""
+
+    @abstractmethod
+    def finetune_limits(self, steps: int) -> dict[str, Any]:
+        """Trainer arguments that bound the fine-tuning to ``steps`` steps."""
+
+    def batch_forward(self, module: Any) -> BatchForward | None:
+        """How a training batch runs through the network, for BatchNorm re-estimation (None:
+        ``net(batch[0])``)."""
+        return None
+
+    @abstractmethod
+    def make_input(self, batch: int) -> Any:
+        """An input of ``batch`` examples for the latency measurement."""
+
+    @abstractmethod
+    def report_scores(self, scores: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """The report's quality columns: ``{column: {stage: value}}`` (see ``report.SCORES``)."""
+
+    @abstractmethod
+    def metrics(self, scores: dict[str, dict[str, float]]) -> dict[str, float]:
+        """The quality entries of ``metrics.json`` (``final/acc``, ``final/psnr``, ...)."""
+
+    def report_extra(self, scores: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """More entries of ``prune_report.json`` (per-bin scores, say)."""
+        return {}
+
+    def after_finalize(self, dense: nn.Module, final: nn.Module, output_dir: Path) -> None:  # noqa: B027
+        """Anything the job writes once the final model exists (a comparison picture)."""
+
+
+def pruning_plan(cfg: DictConfig) -> PruningPlan:
+    """``cfg.pruning`` built and checked."""
+    if cfg.get("pruning") is None:
+        raise ValueError(
+            f"task={cfg.task.name} needs a pruning method: pruning=magnitude|movement|..."
+        )
+    return instantiate(cfg.pruning)
+
+
+def prune(cfg: DictConfig, target: PruningTarget, output_dir: Path) -> dict[str, float]:
+    """Run the pipeline on ``target``; writes ``export/``, ``prune_report.{json,md}``,
+    ``metrics.json`` and ``checkpoints/`` into ``output_dir``; returns the metrics."""
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    plan = pruning_plan(cfg)
+    target.prepare(plan)
+    net, spec, origin = target.pretrained(plan)
+    scores = {"dense": target.quality(net)}
+    log.info("dense %s (%s)", target.describe(scores["dense"]), origin)
+    dense = copy.deepcopy(net)
+
+    steps = target.finetune_steps()
+    pruner = plan.attach(net, target.example_inputs, steps)
+    pruner.set_sparsity(plan.sparsity)
+    scores["masked_before_finetune"] = target.quality(net)
+    log.info(
+        "masked at %.3f before fine-tuning: %s",
+        plan.sparsity,
+        target.describe(scores["masked_before_finetune"]),
+    )
+    pruner.set_sparsity(pruner.schedule(0))
+
+    module = target.finetune_module(net, pruner, plan)
+    checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True)
+    trainer = logged_trainer(cfg, output_dir, checkpoints, **target.finetune_limits(steps))
+    trainer.fit(module, datamodule=target.datamodule, ckpt_path=cfg.ckpt_path)
+    settle_masks(
+        pruner,
+        plan.sparsity,
+        target.datamodule.train_dataloader(),
+        cfg.task.bn_recalibration_batches,
+        forward=target.batch_forward(module),
+    )
+    scores["masked_after_finetune"] = target.quality(net)
+
+    final, finalize = plan.finalize_model(pruner, target.check_inputs)
+    scores["final"] = target.quality(final)
+    log.info(
+        "final (%s) %s (masked: %s)",
+        finalize,
+        target.describe(scores["final"]),
+        target.describe(scores["masked_after_finetune"]),
+    )
+    if other_ranks_stop_here():
+        return target.metrics(scores)
+
+    target.after_finalize(dense, final, output_dir)
+    latency = cfg.task.latency
+    profile = profile_pair(
+        dense,
+        final,
+        target.make_input,
+        batches=list(latency.batches),
+        repeats=latency.repeats,
+        warmup=latency.warmup,
+        memory_format=latency.memory_format,
+    )
+    report = pruning_report(
+        plan,
+        pruner,
+        batches=list(latency.batches),
+        memory_format=latency.memory_format,
+        finalize=finalize,
+        origin=origin,
+        profile=profile,
+        scores=target.report_scores(scores),
+        steps=int(trainer.global_step),
+        started=started,
+    )
+    report.update(target.report_extra(scores))
+    final_scores = target.report_scores({"final": scores["final"]})
+    return write_pruning_outputs(
+        output_dir,
+        final,
+        spec,
+        report,
+        target.metrics(scores),
+        {
+            **{name: values["final"] for name, values in final_scores.items()},
+            "method": plan.method,
+            "granularity": str(pruner.granularity),
+        },
+    )

@@ -1,0 +1,191 @@
+"""``pruning=``: what to prune and how, checked when the config is built, before any work.
+
+The ``pruning/`` config group instantiates a :class:`PruningPlan`. It knows the Pruner's settings,
+builds the sparsity schedule once the number of fine-tuning steps is known, attaches the masks
+and finalizes the pruned model; the masks' optimizer factory rides along.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from torch import nn
+from torch.optim import Optimizer
+
+from masking.checks import check_int
+from masking.pruning import ESTIMATORS, SCHEDULES, Pruner, SparsitySchedule, parse_granularity
+from masking.pruning.schedule import check_sparsity
+
+FINALIZE = ("auto", "bake", "compact")
+ALLOCATIONS = ("auto", "global", "layer")
+
+
+def _fraction(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _patterns(name: str, value: object) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValueError(f"{name} must be a list of name patterns, got {value!r}")
+    return list(value)
+
+
+class PruningPlan:
+    """The settings of ``pruning=<method>``, validated on construction (one line per bad value,
+    naming its ``pruning.`` key).
+
+    Args:
+        method: the estimator (``magnitude``, ``movement``, ``hard_concrete``, ``str``,
+            ``slimming``).
+        granularity: ``weight``, ``channel``, ``block<R>x<C>`` or ``n:m``.
+        sparsity: the final fraction of zeros (of weights, or of channels for ``channel``).
+        allocation: ``global``, ``layer`` or ``auto``.
+        schedule: ``one_shot``, ``linear`` or ``cubic`` (AGP).
+        ramp: the schedule's start and end as fractions of the fine-tuning steps, start <= end.
+        initial_sparsity: the sparsity before the ramp.
+        update_every: recompute the masks (and step the schedule) every this many steps.
+        penalty: weight of the estimator's penalty in the loss.
+        round_to: channel granularity: kept channels per group rounded up to a multiple.
+        include, exclude: module filters (globs on qualified names, or class names).
+        finalize: ``bake``, ``compact`` or ``auto`` (compact for channel, bake otherwise).
+        estimator_args: extra keyword arguments of the estimator.
+        mask_optimizer: factory of the optimizer of the estimator's parameters (a ``_partial_``).
+    """
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        granularity: str = "weight",
+        sparsity: float = 0.9,
+        allocation: str = "auto",
+        schedule: str = "cubic",
+        ramp: Sequence[float] = (0.0, 0.5),
+        initial_sparsity: float = 0.0,
+        update_every: int = 1,
+        penalty: float = 0.0,
+        round_to: int = 1,
+        include: Sequence[str] = ("*",),
+        exclude: Sequence[str] = (),
+        finalize: str = "auto",
+        estimator_args: Mapping[str, Any] | None = None,
+        mask_optimizer: Callable[[Iterable], Optimizer] | None = None,
+    ) -> None:
+        if method not in ESTIMATORS:
+            raise ValueError(
+                f"pruning.method must be one of {', '.join(ESTIMATORS)}, got {method!r} "
+                "(choose one with pruning=<method>)"
+            )
+        self.method = method
+        try:
+            self.granularity = parse_granularity(granularity)
+            self.sparsity = check_sparsity("sparsity", sparsity)
+        except ValueError as error:
+            raise ValueError(f"pruning.{error}") from None
+        fixed = self.granularity.fixed_sparsity
+        if fixed is not None and not math.isclose(self.sparsity, fixed, abs_tol=1e-9):
+            raise ValueError(
+                f"pruning.sparsity must be {fixed:g} for granularity {self.granularity} (n of "
+                f"every m kept), got {sparsity!r}"
+            )
+        if allocation not in ALLOCATIONS:
+            raise ValueError(
+                f"pruning.allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}"
+            )
+        if schedule not in SCHEDULES:
+            raise ValueError(
+                f"pruning.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}"
+            )
+        if isinstance(ramp, str) or not isinstance(ramp, Sequence) or len(ramp) != 2:
+            raise ValueError(f"pruning.ramp must be [start, end] fractions, got {ramp!r}")
+        start, end = (_fraction("pruning.ramp", value) for value in ramp)
+        if end < start:
+            raise ValueError(
+                f"pruning.ramp must end at or after its start, got [{start:g}, {end:g}] "
+                "(fractions of the fine-tuning steps)"
+            )
+        self.allocation, self.schedule_kind, self.ramp = allocation, schedule, (start, end)
+        try:
+            self.initial_sparsity = check_sparsity("initial_sparsity", initial_sparsity)
+        except ValueError as error:
+            raise ValueError(f"pruning.{error}") from None
+        if self.initial_sparsity > self.sparsity:
+            raise ValueError(
+                f"pruning.initial_sparsity must be <= pruning.sparsity ({self.sparsity:g}), got "
+                f"{initial_sparsity!r}"
+            )
+        self.update_every = check_int("pruning.update_every", update_every, 1)
+        self.round_to = check_int("pruning.round_to", round_to, 1)
+        if isinstance(penalty, bool) or not isinstance(penalty, int | float) or not penalty >= 0:
+            raise ValueError(f"pruning.penalty must be a number >= 0, got {penalty!r}")
+        self.penalty = float(penalty)
+        self.include = _patterns("pruning.include", include)
+        self.exclude = _patterns("pruning.exclude", exclude)
+        if finalize not in FINALIZE:
+            raise ValueError(
+                f"pruning.finalize must be one of {', '.join(FINALIZE)}, got {finalize!r}"
+            )
+        if finalize == "compact" and not self.granularity.structured:
+            raise ValueError(
+                f"pruning.finalize=compact removes channels: it needs pruning.granularity=channel, "
+                f"got {self.granularity} (use finalize=bake or auto)"
+            )
+        self.finalize = finalize
+        self.estimator_args = dict(estimator_args or {})
+        if mask_optimizer is not None and not callable(mask_optimizer):
+            raise ValueError(
+                "pruning.mask_optimizer must be an optimizer factory (_partial_: true), got "
+                f"{type(mask_optimizer).__name__}"
+            )
+        self.mask_optimizer = mask_optimizer
+
+    def options(self, example_inputs: Any) -> dict[str, Any]:
+        """The :class:`~masking.pruning.Pruner` arguments, without the schedule."""
+        return {
+            "method": self.method,
+            "granularity": self.granularity,
+            "sparsity": self.sparsity,
+            "allocation": self.allocation,
+            "include": self.include,
+            "exclude": self.exclude,
+            "example_inputs": example_inputs,
+            "round_to": self.round_to,
+            "penalty": self.penalty,
+            "estimator_args": self.estimator_args,
+            "update_every": self.update_every,
+        }
+
+    def check(self, model: nn.Module, example_inputs: Any) -> None:
+        """Attach to a throw-away ``model``: filters that match nothing, layers the granularity
+        cannot take and untraceable channel groups fail now, not after the dense training."""
+        Pruner(model, **self.options(example_inputs))
+
+    def schedule(self, steps: int) -> SparsitySchedule:
+        """The sparsity schedule over ``steps`` fine-tuning steps."""
+        ramp_start, ramp_end = (round(fraction * steps) for fraction in self.ramp)
+        return SparsitySchedule(
+            self.sparsity,
+            kind=self.schedule_kind,
+            start_step=ramp_start,
+            end_step=max(ramp_start, min(ramp_end, steps - 1)),
+            initial=self.initial_sparsity,
+            every=self.update_every,
+        )
+
+    def attach(self, model: nn.Module, example_inputs: Any, steps: int) -> Pruner:
+        """Masks on ``model``, scheduled over ``steps`` fine-tuning steps."""
+        return Pruner(model, schedule=self.schedule(steps), **self.options(example_inputs))
+
+    def finalize_model(self, pruner: Pruner, check_inputs: Any) -> tuple[nn.Module, str]:
+        """Bake or compact (``auto``: compact channel masks, bake the rest); returns the model
+        and which it was."""
+        how = self.finalize
+        if how == "auto":
+            how = "compact" if self.granularity.structured else "bake"
+        if how == "compact":
+            return pruner.compact(check_inputs), how
+        return pruner.bake(), how
