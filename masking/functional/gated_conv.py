@@ -76,7 +76,7 @@ def gated_conv2d(
     stride, padding, dilation = check_conv_inputs(
         x, weight, bias, stride, padding, dilation, groups, out_channel_multiple=2
     )
-    y = ops.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    y = ops.conv2d(x, weight, bias, (stride, padding, dilation, groups))
     b, c2, h, w = y.shape
     halves = y.view(b, groups, 2, c2 // (2 * groups), h, w)
     feature = halves[:, :, 0].reshape(b, c2 // 2, h, w)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import torch
@@ -43,6 +44,27 @@ def _candidates() -> MixedMasks:
     )
 
 
+def _read_cache(path: Path, size: int, per_bin: int) -> dict[str, Tensor] | None:
+    """The cached set, or None (with a warning) when the file is not one: it is regenerated then,
+    since it is a derived file. Tensors only: a crafted file cannot run code here."""
+    try:
+        masks = torch.load(path, weights_only=True)
+    except Exception as error:
+        masks, reason = None, type(error).__name__
+    else:
+        names = [bin_name(lo, hi) for lo, hi in HOLE_RATIO_BINS]
+        shape = (per_bin, 1, size, size)
+        fits = isinstance(masks, dict) and list(masks) == names
+        fits = fits and all(isinstance(v, Tensor) and v.shape == shape for v in masks.values())
+        reason = "" if fits else "not the mask set this cache name promises"
+        masks = masks if fits else None
+    if masks is None:
+        warnings.warn(
+            f"evaluation mask cache {path} is unreadable ({reason}): regenerating it", stacklevel=3
+        )
+    return masks
+
+
 def evaluation_masks(
     size: int,
     per_bin: int,
@@ -67,7 +89,9 @@ def evaluation_masks(
             Path(cache_dir) / f"eval_masks_v{EVALUATION_VERSION}_{size}px_{per_bin}_seed{seed}.pt"
         )
         if path.is_file():
-            return torch.load(path, weights_only=True)
+            cached = _read_cache(path, size, per_bin)
+            if cached is not None:
+                return cached
     generator = torch.Generator().manual_seed(seed)
     source = _candidates()
     kept: dict[str, list[Tensor]] = {bin_name(lo, hi): [] for lo, hi in HOLE_RATIO_BINS}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,11 +29,12 @@ def load_mask_file(
 ) -> Tensor:
     """A mask image as a bool ``(H, W)`` tensor of holes.
 
-    White (bright) pixels are valid by default; pass ``holes_are_white=True`` for datasets where white
-    marks the hole (the NVIDIA irregular-mask set, for instance). Colour images are read as grey and
-    an alpha channel is ignored; grey levels (anti-aliased edges, JPEG noise) are split at
-    ``threshold`` in [0, 1): brighter is white. Raises ``ValueError`` naming the file when it is
-    missing or not a readable image.
+    White (bright) pixels are valid by default; pass ``holes_are_white=True`` for datasets where
+    white marks the hole (the NVIDIA irregular-mask set, for instance). Colour images are read as
+    grey and an alpha channel is ignored; grey levels (anti-aliased edges, JPEG noise) are split at
+    ``threshold`` in [0, 1): brighter is white. A file holding only the values 0 and 1 (a bool
+    array saved as 8-bit) is read with 1 as white, with a warning. Raises ``ValueError`` naming the
+    file when it is missing or not a readable image.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -48,7 +50,15 @@ def load_mask_file(
         raise ValueError(
             f"mask file {path} is not a readable image ({type(err).__name__}: {err})"
         ) from None
-    bright = grey.float() / 255 > threshold
+    if grey.max() == 1:  # 0 and 1 only: a bool array saved as 8-bit, whose 1 is the bright value
+        warnings.warn(
+            f"mask file {path} holds only the values 0 and 1: read 1 as white, 0 as black",
+            UserWarning,
+            stacklevel=2,
+        )
+        bright = grey == 1
+    else:
+        bright = grey.float() / 255 > threshold
     return bright if holes_are_white else ~bright
 
 

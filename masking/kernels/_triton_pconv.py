@@ -19,8 +19,6 @@ with the mask applied as each weight tile is loaded; a tile whose mask is all ze
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import triton
 import triton.language as tl
@@ -29,6 +27,7 @@ from torch import Tensor
 from ..checks import conv_output_size
 from ._triton_sparse import dot_acc
 from .ops import MIN_VALID_COUNT
+from .ops._shared import ConvArgs
 
 BLOCK_P, BLOCK_CO, BLOCK_CI = 32, 32, 16
 
@@ -133,16 +132,11 @@ def _pconv_kernel(
 
 
 def partial_conv2d_fused(
-    x: Tensor,
-    mask: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
+    x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, conv: ConvArgs
 ) -> tuple[Tensor, Tensor, Tensor] | None:
-    """``(out, scale, new_mask)`` as ``ops.partial_conv2d`` returns them, or ``None`` outside scope."""
+    """``(out, scale, new_mask)`` as ``ops.partial_conv2d`` returns them, or ``None`` outside scope;
+    ``conv`` is ``(stride, padding, dilation, groups)``."""
+    stride, padding, dilation, groups = conv
     if (
         groups != 1
         or mask.shape[1] != 1
@@ -258,17 +252,12 @@ def _masked_conv_kernel(
 
 
 def masked_conv2d(
-    x: Tensor,
-    weight: Tensor,
-    mask: Tensor,
-    bias: Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
+    x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None, conv: ConvArgs
 ) -> Tensor | None:
     """``conv2d(x, weight ⊙ mask, bias)`` without forming ``weight ⊙ mask``, or ``None`` outside
-    scope (``groups != 1``, non-contiguous NCHW, dtypes other than fp32/fp16/bf16)."""
+    scope (``groups != 1``, non-contiguous NCHW, dtypes other than fp32/fp16/bf16); ``conv`` is
+    ``(stride, padding, dilation, groups)``."""
+    stride, padding, dilation, groups = conv
     if (
         groups != 1
         or x.dtype not in (torch.float32, torch.float16, torch.bfloat16)

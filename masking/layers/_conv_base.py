@@ -22,6 +22,31 @@ class MaskedConvMixin:
         dilation_ = pair("dilation", dilation, minimum=1)
         return kernel, stride_, resolve_padding(padding, kernel, stride_, dilation_), dilation_
 
+    def _init_conv(
+        self,
+        in_channels: int,
+        out_channels: int,
+        geometry: tuple,
+        groups: int,
+        bias: bool,
+        **factory,
+    ) -> None:
+        """``nn.Conv2d.__init__`` after the checks of ``geometry`` = ``(kernel_size, stride,
+        padding, dilation)``; ``factory`` is ``device`` and ``dtype``."""
+        kernel, stride, padding, dilation = self._conv_args(*geometry)
+        nn.Conv2d.__init__(
+            self,
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            **factory,
+        )
+
     @classmethod
     def _from_conv(cls, conv: nn.Conv2d, **options):
         if not isinstance(conv, nn.Conv2d):

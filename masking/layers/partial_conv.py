@@ -48,18 +48,9 @@ class PartialConv2d(MaskedConvMixin, nn.Conv2d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        kernel, stride, padding, dilation = self._conv_args(kernel_size, stride, padding, dilation)
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            device=device,
-            dtype=dtype,
+        geometry = (kernel_size, stride, padding, dilation)
+        self._init_conv(
+            in_channels, out_channels, geometry, groups, bias, device=device, dtype=dtype
         )
         self.multi_channel = bool(multi_channel)
 

@@ -43,18 +43,9 @@ class VanillaConv2d(MaskedConvMixin, nn.Conv2d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        kernel, stride, padding, dilation = self._conv_args(kernel_size, stride, padding, dilation)
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            device=device,
-            dtype=dtype,
+        geometry = (kernel_size, stride, padding, dilation)
+        self._init_conv(
+            in_channels, out_channels, geometry, groups, bias, device=device, dtype=dtype
         )
 
     @classmethod
@@ -63,9 +54,8 @@ class VanillaConv2d(MaskedConvMixin, nn.Conv2d):
         return cls._from_conv(conv)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        out = ops.conv2d(
-            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
+        geometry = (self.stride, self.padding, self.dilation, self.groups)
+        out = ops.conv2d(x, self.weight, self.bias, geometry)
         return out, pass_mask_along(self, x, mask)
 
 

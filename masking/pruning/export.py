@@ -32,7 +32,7 @@ from .. import layers, models
 from ..io import write_atomic
 from .graph import parametrized_module
 
-__all__ = ["FORMAT_VERSION", "export_pruned", "load_pruned"]
+__all__ = ["FORMAT_VERSION", "build_allowed", "export_pruned", "load_pruned"]
 
 FORMAT_VERSION = 1
 ARCHITECTURE_FILE = "architecture.json"
@@ -281,9 +281,10 @@ def _resolve(target: str, builders: dict[str, Callable[..., Any]], where: str) -
     if target in builders:
         return builders[target]
     refusal = ValueError(
-        f"{where}: _target_ {target!r} is not allowed; load_pruned builds only masking.models, "
-        "masking.layers, torchvision.models builders and torch.nn modules (to build your own, "
-        f"pass builders={{{target!r}: <the callable>}})"
+        f"{where}: _target_ {target!r} is not allowed; a network described in a file is built "
+        "only from masking.models, masking.layers, torchvision.models builders and torch.nn "
+        f"modules (to build your own, trust it: builders={{{target!r}: <the callable>}} in "
+        f"Python, trusted_builders=[{target}] on the command line)"
     )
     parts = target.split(".")
     trusted = any(
@@ -458,3 +459,30 @@ def _check_state(model: nn.Module, state: Any) -> None:
                 f"{key!r} has shape {tuple(value.shape)} in {WEIGHTS_FILE} but "
                 f"{tuple(expected[key].shape)} in the rebuilt model"
             )
+
+
+def build_allowed(
+    config: Mapping[str, Any],
+    *,
+    where: str,
+    builders: Mapping[str, Callable[..., Any]] | None = None,
+) -> nn.Module:
+    """The network a ``{"_target_": ..., **kwargs}`` config from a file describes, built only if
+    every ``_target_`` in it is allowed (the same allow-list as :func:`load_pruned`); nothing is
+    imported or called before the whole config is checked. Errors name ``where``.
+
+    Example:
+        >>> build_allowed({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1},
+        ...               where="example")
+        Linear(in_features=2, out_features=1, bias=True)
+    """
+    if not isinstance(config, Mapping):
+        raise ValueError(
+            f"{where}: the network spec must be a mapping, got {type(config).__name__}"
+        )
+    config = dict(config)
+    factories = _resolve_builder(config, _check_builders(builders), where)
+    try:
+        return _build(config, factories)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from error

@@ -134,7 +134,7 @@ def test_fused_partial_conv_matches_reference(dtype, geometry, bias):
     weight = torch.randn(7, 5, k, k, device=DEVICE).to(dtype)
     b = torch.randn(7, device=DEVICE).to(dtype) if bias else None
     args = (stride, padding, dilation, 1)
-    got = _triton_pconv.partial_conv2d_fused(x, mask, weight, b, *args)
+    got = _triton_pconv.partial_conv2d_fused(x, mask, weight, b, args)
     out, scale, valid = ops.partial_conv2d(x, mask, weight, b, *args)
     torch.testing.assert_close(got[0].float(), out.float(), **TOL[dtype])
     torch.testing.assert_close(got[1], scale, rtol=1e-6, atol=0)
@@ -148,7 +148,7 @@ def test_fused_partial_conv_skips_all_hole_tiles():
     x[1] = float("nan")  # whatever a hole holds, a skipped tile never reads it
     weight, bias = torch.randn(6, 4, 3, 3, device=DEVICE), torch.randn(6, device=DEVICE)
     out, scale, valid = _triton_pconv.partial_conv2d_fused(
-        x, mask, weight, bias, (1, 1), (1, 1), (1, 1), 1
+        x, mask, weight, bias, ((1, 1), (1, 1), (1, 1), 1)
     )
     assert torch.equal(out[1], torch.zeros_like(out[1]))
     assert not valid[1].any() and not scale[1].any()
@@ -159,14 +159,10 @@ def test_fused_partial_conv_skips_all_hole_tiles():
 def test_fused_kernel_declines_what_it_does_not_cover():
     x, weight = torch.randn(1, 4, 6, 6, device=DEVICE), torch.randn(4, 2, 3, 3, device=DEVICE)
     mask = torch.ones(1, 1, 6, 6, device=DEVICE)
-    assert (
-        _triton_pconv.partial_conv2d_fused(x, mask, weight, None, (1, 1), (1, 1), (1, 1), 2) is None
-    )
+    assert _triton_pconv.partial_conv2d_fused(x, mask, weight, None, ((1, 1),) * 3 + (2,)) is None
     multi = torch.ones(1, 4, 6, 6, device=DEVICE)
     full = torch.randn(4, 4, 3, 3, device=DEVICE)
-    assert (
-        _triton_pconv.partial_conv2d_fused(x, multi, full, None, (1, 1), (1, 1), (1, 1), 1) is None
-    )
+    assert _triton_pconv.partial_conv2d_fused(x, multi, full, None, ((1, 1),) * 3 + (1,)) is None
 
 
 def test_fused_partial_conv_through_the_layer_when_preferred():
@@ -214,7 +210,7 @@ def test_masked_conv_kernel_matches_the_reference(dtype, mask_shape):
     bias = torch.randn(7, device=DEVICE).to(dtype)
     mask = torch.rand(mask_shape, device=DEVICE) > 0.5
     args = ((2, 1), (1, 2), (1, 2), 1)
-    got = _triton_pconv.masked_conv2d(x, weight, mask, bias, *args)
+    got = _triton_pconv.masked_conv2d(x, weight, mask, bias, args)
     expected = F.conv2d(x.float(), weight.float() * mask, bias.float(), *args)
     torch.testing.assert_close(got.float(), expected, **TOL[dtype])
 

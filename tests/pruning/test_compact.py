@@ -11,48 +11,14 @@ from torch.nn.utils import parametrize
 from masking.layers import GatedConv2d, PartialConv2d
 from masking.models import GatedGenerator, PConvUNet
 from masking.pruning.compact import CompactionError, check_equivalent, compact
-from masking.pruning.graph import ChannelGroup, Member, channel_groups
+from masking.pruning.graph import Member, channel_groups
+from tests.helpers.pruning import masked_copy, random_keep, randomise_norms
 from tests.oracle import blob_mask
 
 
 def inpainting_inputs(size: int = 32) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(1)
     return torch.rand(1, 3, size, size, generator=g), blob_mask(1, size, 0.4)
-
-
-def randomise_norms(model: nn.Module) -> None:
-    """Batch norms away from the identity, so a misaligned statistic changes the output."""
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
-
-
-def random_keep(groups: list[ChannelGroup], seed: int = 0) -> dict[str, Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    keep = {}
-    for group in groups:
-        mask = torch.rand(group.size, generator=g) < 0.5
-        mask[torch.randint(group.size, (1,), generator=g)] = True
-        keep[group.root] = mask
-    return keep
-
-
-def masked_copy(model: nn.Module, groups: list[ChannelGroup], keep: dict[str, Tensor]):
-    """The masked model: every member row of a dropped channel zeroed."""
-    masked = copy.deepcopy(model)
-    params = dict(masked.named_parameters())
-    with torch.no_grad():
-        for group in groups:
-            for m in group.members:
-                rows = [r for r, c in zip(m.rows, m.channels) if not keep[group.root][c]]
-                params[f"{m.module}.{m.param}"].index_fill_(m.dim, torch.tensor(rows).long(), 0)
-    return masked
 
 
 def n_params(model: nn.Module) -> int:

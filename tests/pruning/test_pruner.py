@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import io
-import itertools
 import pickle
 
 import pytest
@@ -12,39 +11,7 @@ import torch
 from torch import nn
 
 from masking.pruning import ESTIMATORS, Pruner, SparsitySchedule, masked_tensors, parse_granularity
-
-
-def small_net() -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(4, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(16 * 8 * 8, 10),
-    )
-
-
-def train(net: nn.Module, pruner: Pruner, steps: int) -> None:
-    """A few real optimisation steps on random data: weights by SGD, mask state by Adam."""
-    mask_ids = {id(p) for p in pruner.mask_parameters()}
-    weights = torch.optim.SGD([p for p in net.parameters() if id(p) not in mask_ids], lr=0.01)
-    masks = torch.optim.Adam(pruner.mask_parameters(), lr=0.05) if mask_ids else None
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(16, 4, 8, 8, generator=gen)
-    y = torch.randint(0, 10, (16,), generator=gen)
-    for step in range(steps):
-        pruner.step(step)
-        loss = nn.functional.cross_entropy(net(x), y) + pruner.penalty()
-        weights.zero_grad()
-        if masks:
-            masks.zero_grad()
-        loss.backward()
-        weights.step()
-        if masks:
-            masks.step()
-
+from tests.helpers.pruning import small_net, train
 
 WEIGHT_METHODS = [m for m in ESTIMATORS if m != "slimming"]
 
@@ -85,14 +52,6 @@ def test_two_four_pattern_holds_in_every_group():
     assert ((linear != 0).sum(1) <= 2).all()
 
 
-def test_learned_scores_actually_learn():
-    net = small_net()
-    pruner = Pruner(net, method="movement", sparsity=0.5)
-    before = [s.scores.detach().clone() for s in pruner.sources]
-    train(net, pruner, 5)
-    assert any(not torch.equal(b, s.scores) for b, s in zip(before, pruner.sources))
-
-
 def test_masked_weights_get_no_gradient_and_stay_zero_in_output():
     net = small_net()
     pruner = Pruner(net, method="magnitude", sparsity=0.8)
@@ -102,21 +61,6 @@ def test_masked_weights_get_no_gradient_and_stay_zero_in_output():
     keep = pruner.layers[0].source.keep
     assert (conv.parametrizations.weight.original.grad[~keep] == 0).all()
     assert (conv.weight[~keep] == 0).all()
-
-
-@pytest.mark.parametrize("kind", ["one_shot", "linear", "cubic"])
-def test_schedules_are_monotone_and_hit_the_target(kind):
-    schedule = SparsitySchedule(0.9, kind=kind, start_step=10, end_step=110, every=7)
-    values = [schedule(t) for t in range(200)]
-    assert all(b >= a for a, b in itertools.pairwise(values))
-    assert values[0] == 0.0
-    assert values[110] == pytest.approx(0.9) and values[-1] == pytest.approx(0.9)
-
-
-def test_cubic_prunes_fast_first():
-    cubic = SparsitySchedule(0.8, kind="cubic", end_step=100)
-    linear = SparsitySchedule(0.8, kind="linear", end_step=100)
-    assert cubic(25) > linear(25)
 
 
 @pytest.mark.parametrize("method", WEIGHT_METHODS)
@@ -156,39 +100,10 @@ def test_global_allocation_differs_by_layer_and_layer_allocation_is_uniform():
     assert all(abs(r["sparsity"] - 0.5) < 0.01 for r in pruner.layer_sparsity())
 
 
-@pytest.mark.parametrize("method", ["movement", "hard_concrete"])
-@pytest.mark.parametrize("granularity", ["weight", "block4x4"])
-def test_learned_estimators_start_from_the_global_magnitude_mask(method, granularity):
-    # layers of very different scales: a learned state normalised per layer would rank as if each
-    # layer were pruned alike, and start far from what the global allocation means
-    net = small_net()
-    with torch.no_grad():
-        net[0].weight.mul_(0.01)
-        net[6].weight.mul_(5.0)
-    keeps = {}
-    for name in ("magnitude", method):
-        pruner = Pruner(copy.deepcopy(net), method=name, granularity=granularity, sparsity=0.8)
-        pruner.set_sparsity(0.8)
-        keeps[name] = torch.cat([layer.source.keep.flatten() for layer in pruner.layers])
-    assert torch.equal(keeps[method], keeps["magnitude"])
-
-
 def test_exclude_by_name_and_type():
     net = small_net()
     pruner = Pruner(net, sparsity=0.5, exclude=["Linear", "0"])
     assert [layer.name for layer in pruner.layers] == ["3"]
-
-
-def test_hard_concrete_gates_are_random_in_training_and_fixed_in_eval():
-    net = small_net()
-    pruner = Pruner(net, method="hard_concrete", sparsity=0.5, penalty=1.0)
-    pruner.step(0)
-    conv = net[0]
-    net.train()
-    assert not torch.equal(conv.weight, conv.weight)  # a fresh sample per access in training
-    net.eval()
-    assert torch.equal(conv.weight, conv.weight)
-    assert pruner.penalty().item() > 0
 
 
 def test_granularity_parsing():
@@ -219,17 +134,3 @@ def test_granularity_parsing():
 def test_bad_input_is_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Pruner(small_net(), **kwargs)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"target": 1.2}, "sparsity must be in"),
-        ({"target": 0.5, "kind": "exp"}, "schedule must be one of"),
-        ({"target": 0.5, "kind": "linear"}, "end_step must be an int >= start_step"),
-        ({"target": 0.5, "initial": 0.6, "end_step": 5}, "initial_sparsity must be <="),
-    ],
-)
-def test_bad_schedule_is_named(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        SparsitySchedule(**kwargs)

@@ -25,10 +25,10 @@ def masked_conv2d(
 ) -> Tensor:
     """``conv2d(x, weight ⊙ mask, bias)``; the Triton path applies the mask while loading weight
     tiles and skips tiles whose mask is zero (``weight ⊙ mask`` is formed only in the backward)."""
-    out = run_kernel("masked_conv2d", x, weight, mask, bias, stride, padding, dilation, groups)
+    conv = (stride, padding, dilation, groups)
+    out = run_kernel("masked_conv2d", x, weight, mask, bias, conv)
     if out is None:
-        product = reference.mask_product(weight, mask)
-        out = conv2d(x, product, bias, stride, padding, dilation, groups)
+        out = conv2d(x, reference.mask_product(weight, mask), bias, conv)
     return out
 
 

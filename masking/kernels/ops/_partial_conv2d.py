@@ -32,13 +32,12 @@ def partial_conv2d(
     otherwise the convolution runs in torch with the ratio and bias in an epilogue.
     """
     with torch.autocast(x.device.type, enabled=False):
+        conv = (stride, padding, dilation, groups)
         if _fused_chosen(x, mask, weight):
-            fused = run_kernel(
-                "partial_conv2d_fused", x, mask, weight, bias, stride, padding, dilation, groups
-            )
+            fused = run_kernel("partial_conv2d_fused", x, mask, weight, bias, conv)
             if fused is not None:
                 return fused
-        return torch_path.partial_conv2d(x, mask, weight, bias, stride, padding, dilation, groups)
+        return torch_path.partial_conv2d(x, mask, weight, bias, conv)
 
 
 def _fused_chosen(x: Tensor, mask: Tensor, weight: Tensor) -> bool:

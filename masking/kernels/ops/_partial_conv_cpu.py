@@ -35,7 +35,7 @@ from ...checks import conv_output_size
 from .. import reference
 from ..dispatch import run_kernel, traced
 from ..workspace import scratch_like
-from ._shared import conv2d, conv_memory_format
+from ._shared import ConvArgs, conv2d, conv_memory_format
 
 # Windows whose valid count is below this are holes, so a soft mask with vanishing values cannot
 # overflow the ratio. Counts of 0/1 masks are whole numbers, unaffected.
@@ -43,17 +43,11 @@ MIN_VALID_COUNT = 1e-6
 
 
 def partial_conv2d(
-    x: Tensor,
-    mask: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
+    x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, conv: ConvArgs
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(out, scale, valid)`` as ``masking::partial_conv2d`` returns them, from torch's convolution
     and the cheapest epilogue that gives the reference's result."""
+    stride, padding, dilation, groups = conv
     scale, valid = valid_scale(
         mask, weight.shape, stride, padding, dilation, groups, scale_dtype(x)
     )
@@ -65,9 +59,7 @@ def partial_conv2d(
     border_only = without_holes and (bias is None or reference.full_precision(x))
     one_pass = not border_only and one_pass_epilogue(x, scale, valid, bias)
     conv_input = masked_input(x, mask, without_holes)
-    out = conv2d(
-        conv_input, weight, bias if border_only else None, stride, padding, dilation, groups
-    )
+    out = conv2d(conv_input, weight, bias if border_only else None, conv)
     out = out.contiguous(memory_format=conv_memory_format(x))
     if border_only:
         geometry = (tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
@@ -185,7 +177,8 @@ def no_holes(mask: Tensor) -> bool:
     """
     if mask.device.type != "cpu" or mask.shape[1] != 1 or traced(mask):
         return False
-    return mask.amin().item() == 1  # amin reads a float mask faster than all() does
+    # amin reads a float mask faster than all() does; an empty batch has no holes to mask
+    return mask.numel() == 0 or mask.amin().item() == 1
 
 
 def masked_input(x: Tensor, mask: Tensor, without_holes: bool) -> Tensor:
@@ -224,6 +217,7 @@ def one_pass_epilogue(x: Tensor, scale: Tensor, valid: Tensor, bias: Tensor | No
         and scale.shape[1] == 1
         and reference.full_precision(x)
         and not traced(valid)
+        and valid.numel() > 0
         and valid.amin().item() == 1
     )
 
@@ -303,6 +297,8 @@ def masked_channel_sum(grad: Tensor, valid: Tensor) -> Tensor:
     reads a temporary as large as ``grad``. Large batches use one ``bmm`` to bound the Python loop.
     """
     b, c = grad.shape[:2]
+    if grad.numel() == 0:
+        return grad.new_zeros(c)
     g, v = grad.reshape(b, c, -1), valid.reshape(b, -1)
     if b > 32:
         return torch.bmm(g, v.unsqueeze(2)).sum((0, 2))

@@ -12,24 +12,19 @@ from torch import Tensor
 from ...checks import conv_output_size
 from .. import reference
 
-ConvArgs = tuple[list[int], list[int], list[int], int]
+# a convolution's geometry, (stride, padding, dilation, groups), as the internal paths take it
+ConvArgs = tuple[Sequence[int], Sequence[int], Sequence[int], int]
 
 
-def conv2d(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-) -> Tensor:
-    """``F.conv2d``, except where torch's CPU kernels are known to be wrong.
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, conv: ConvArgs) -> Tensor:
+    """``F.conv2d`` with the geometry ``conv`` = ``(stride, padding, dilation, groups)``, except
+    where torch's CPU kernels are known to be wrong.
 
     With torch 2.15 on CPU, a bf16/fp16 convolution whose output is one pixel wide (or high) with a
     stride > 1 along that side returns wrong values, at times ~1e18 (16 of 288 small geometries in a
     sweep; ``nn.Conv2d`` has it too). Those convolutions run in fp32 and are rounded back.
     """
+    stride, padding, dilation, groups = conv
     if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
         out_h, out_w = output_size(x, weight, stride, padding, dilation)
         if (out_w == 1 and stride[1] > 1) or (out_h == 1 and stride[0] > 1):
@@ -60,7 +55,7 @@ def conv_memory_format(x: Tensor) -> torch.memory_format:
 def conv_args(
     stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int
 ) -> ConvArgs:
-    """The geometry as an autograd context keeps it for :func:`conv_grads`."""
+    """The geometry as an autograd context keeps it for :func:`conv_grads` (lists, not tuples)."""
     return list(stride), list(padding), list(dilation), groups
 
 
