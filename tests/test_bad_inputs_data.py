@@ -21,7 +21,9 @@ from torch import nn
 from datamodules import ImageReadError, InpaintingDataModule, read_image
 from masking.generators import Boxes, FolderMasks, FreeFormStrokes, IrregularStrokes, MixedMasks
 from masking.generators.folder import load_mask_file
+from masking.models import PConvUNet
 from tasks.jobs.predict import run_predict
+from tasks.modules.inference import inpaint
 from tasks.runtime.checkpoints import load_inpainting_network, load_weights, state_dict_from_file
 from tests.hydra_config import compose_config
 
@@ -95,7 +97,9 @@ def inpaint_checkpoint(path, spec=SPEC, weights_spec=SPEC, **extra):
 NOT_GIVEN = "not given"  # stands for ckpt_path=null
 
 
-def predict(p, *, ckpt=None, input_path=None, masks=None, output=None, holes_are_white=False):
+def predict(
+    p, *, ckpt=None, input_path=None, masks=None, output=None, holes_are_white=False, **options
+):
     """task=predict on one 16×16 image and its mask, any argument replaced."""
     if ckpt is None:
         ckpt = inpaint_checkpoint(p / "net.ckpt")
@@ -107,7 +111,13 @@ def predict(p, *, ckpt=None, input_path=None, masks=None, output=None, holes_are
         holes_are_white=holes_are_white,
         device="cpu",
         run_dir=p / "run",
+        **options,
     )
+
+
+def folder_of(p, name):
+    (p / name).mkdir(exist_ok=True)
+    return p / name
 
 
 def saved(path, obj):
@@ -411,7 +421,7 @@ CASES = [
         "a text file as ckpt_path",
         lambda p: load_inpainting_network(text_file(p / "notes.ckpt")),
         ValueError,
-        "ckpt_path '{tmp}/notes.ckpt' is not a readable checkpoint (UnpicklingError)",
+        "ckpt_path '{tmp}/notes.ckpt' is not a readable checkpoint of tensors (UnpicklingError)",
     ),
     (
         "checkpoint of another architecture",
@@ -427,7 +437,7 @@ CASES = [
             inpaint_checkpoint(p / "n.ckpt", spec={"_target_": "masking.Nope"})
         ),
         ValueError,
-        "ckpt_path '{tmp}/n.ckpt': its net_spec (masking.Nope) cannot be built",
+        "ckpt_path '{tmp}/n.ckpt': its net_spec: _target_ 'masking.Nope' is not allowed",
     ),
     (
         "checkpoint without weights",
@@ -482,6 +492,44 @@ CASES = [
         lambda p: predict(p, output=rgb(p / "out.png") / "sub"),
         NotADirectoryError,
         "output folder '{tmp}/out.png/sub' cannot be created (Not a directory)",
+    ),
+    (
+        "output inside the input folder",
+        lambda p: predict(p, input_path=folder(p, good=1), output=p / "data" / "inpainted"),
+        ValueError,
+        "output '{tmp}/data/inpainted' lies inside input '{tmp}/data': choose a folder outside it",
+    ),
+    (
+        "output is the input folder",
+        lambda p: predict(p, input_path=folder(p, good=1), output=p / "data"),
+        ValueError,
+        "(overwrite=true writes there anyway)",
+    ),
+    (
+        "output holds a result already",
+        lambda p: predict(p, output=rgb(folder_of(p, "out") / "x.png").parent),
+        FileExistsError,
+        "output '{tmp}/out' already holds 1 of the results, e.g. x.png: choose a new folder",
+    ),
+    (
+        "two masks for one image",
+        lambda p: predict(
+            p, masks=grey_mask(grey_mask(folder_of(p, "m") / "x.png").with_suffix(".jpg")).parent
+        ),
+        ValueError,
+        "masks '{tmp}/m' holds 2 masks for x.png (x.jpg, x.png); keep one",
+    ),
+    (
+        "tile not larger than its overlap",
+        lambda p: inpaint(
+            PConvUNet(depth=3, base_width=8),
+            torch.rand(3, 8, 8),
+            torch.ones(8, 8),
+            tile=8,
+            overlap=8,
+        ),
+        ValueError,
+        "tile must be >= 1 and overlap in [0, tile), got 8 and 8",
     ),
     # pretrained state_dicts (task=prune)
     (
@@ -743,3 +791,92 @@ def test_prefixed_lightning_state_dict_loads(tmp_path):
     net = conv_bn()
     load_weights(net, state_dict_from_file(path), str(path))
     assert torch.equal(net[0].weight, source[0].weight)
+
+
+# ---------------------------------------------------------------- what predict writes, and where
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()
+    }
+
+
+def test_predict_gives_images_sharing_a_stem_one_output_each(tmp_path):
+    photos = folder_of(tmp_path, "photos")
+    rgb(photos / "a.png", 16, 16, seed=1)
+    rgb(photos / "a.jpg", 16, 16, seed=2)
+    rgb(folder_of(photos, "sub") / "a.png", 16, 16, seed=3)
+    before = snapshot(photos)
+    assert predict(tmp_path, input_path=photos) == {"predict/images": 3.0}
+    written = sorted(
+        str(f.relative_to(tmp_path / "out")) for f in (tmp_path / "out").rglob("*.png")
+    )
+    assert written == ["a_jpg.png", "a_png.png", "sub/a.png"]
+    assert snapshot(photos) == before
+    # each output is its own image's: the known pixels match that input
+    valid = np.ones((16, 16), bool)
+    valid[4:8, 4:8] = False
+    for out, source in [("a_png.png", "a.png"), ("sub/a.png", "sub/a.png")]:
+        got = np.asarray(Image.open(tmp_path / "out" / out))
+        assert np.array_equal(got[valid], np.asarray(Image.open(photos / source))[valid])
+
+
+def test_predict_matches_masks_by_relative_path_before_stem(tmp_path):
+    photos = folder_of(tmp_path, "photos")
+    rgb(photos / "a.png", 16, 16)
+    rgb(folder_of(photos, "sub") / "a.png", 16, 16)
+    masks = folder_of(tmp_path, "masks")
+    grey_mask(masks / "a.png", hole=(slice(0, 4), slice(0, 4)))
+    grey_mask(folder_of(masks, "sub") / "a.png", hole=(slice(8, 16), slice(8, 16)))
+    predict(tmp_path, input_path=photos, masks=masks)
+    top = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    sub = np.asarray(Image.open(tmp_path / "out" / "sub" / "a.png"))
+    source = np.asarray(Image.open(photos / "sub" / "a.png"))
+    assert np.array_equal(top[8:, 8:], np.asarray(Image.open(photos / "a.png"))[8:, 8:])
+    assert np.array_equal(sub[:8, :8], source[:8, :8])  # its own mask: the top-left is known
+    assert not np.array_equal(sub[8:, 8:], source[8:, 8:])  # and the bottom-right filled
+
+
+def test_predict_keeps_the_input_and_existing_outputs_byte_for_byte(tmp_path):
+    photos = folder(tmp_path, good=2)
+    mask = grey_mask(tmp_path / "m.png", 24, 32)
+    before = snapshot(photos)
+    with pytest.raises(ValueError, match="lies inside input"):
+        predict(tmp_path, input_path=photos, masks=mask, output=photos)
+    assert snapshot(photos) == before
+    out = folder_of(tmp_path, "out")
+    rgb(out / "good0.png", seed=9)
+    kept = snapshot(out)
+    with pytest.raises(FileExistsError, match="already holds 1 of the results"):
+        predict(tmp_path, input_path=photos, masks=mask, output=out)
+    assert snapshot(out) == kept  # not even the other image was written
+    predict(tmp_path, input_path=photos, masks=mask, output=out, overwrite=True)
+    assert snapshot(out)["good0.png"] != kept["good0.png"] and (out / "good1.png").is_file()
+    assert snapshot(photos) == before
+
+
+def test_a_mask_of_zeros_and_ones_reads_one_as_valid(tmp_path):
+    array = np.ones((16, 16), np.uint8)  # a bool mask saved as 8-bit: 1 = valid
+    array[4:8, 4:8] = 0
+    Image.fromarray(array).save(tmp_path / "m.png")
+    with pytest.warns(UserWarning, match=r"m.png holds only the values 0 and 1: read 1 as white"):
+        holes = load_mask_file(tmp_path / "m.png")
+    assert holes.sum() == 16 and holes[4:8, 4:8].all()
+
+
+def test_predict_warns_about_a_mask_without_valid_pixels(tmp_path, caplog):
+    black = grey_mask(tmp_path / "m.png", hole=(slice(None), slice(None)))
+    with caplog.at_level(logging.WARNING, logger="tasks.jobs.predict"):
+        predict(tmp_path, masks=black)
+    (record,) = [r for r in caplog.records if "has no valid pixel" in r.getMessage()]
+    assert "is the mask inverted?" in record.getMessage()
+    assert "\n" not in record.getMessage()
+
+
+def test_predict_does_not_inpaint_the_masks_of_a_masks_folder_inside_its_input(tmp_path):
+    photos = folder_of(tmp_path, "photos")
+    rgb(photos / "a.png", 16, 16)
+    grey_mask(folder_of(photos, "masks") / "a.png")
+    assert predict(tmp_path, input_path=photos, masks=photos / "masks") == {"predict/images": 1.0}
+    assert [p.name for p in (tmp_path / "out").rglob("*.png")] == ["a.png"]

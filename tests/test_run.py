@@ -80,3 +80,66 @@ def test_a_bad_value_in_a_built_object_is_reported_as_its_cause(tmp_path):
     record = json.loads((tmp_path / "job.json").read_text())
     assert record["status"] == "failed"
     assert "crop_size must be an int >= 8, got 7" in record["error"]
+
+
+def error_line(result) -> str:
+    """The one ``error:`` line of a failed command, which must print no traceback or block."""
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "HYDRA_FULL_ERROR=1 for a complete stack trace" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    return line
+
+
+@pytest.mark.parametrize(
+    ("overrides", "text"),
+    [
+        (["task=prune", "pruning=bogus"], "Could not find 'pruning/bogus' (the options are hard_"),
+        (["experiment=bogus"], "Could not find 'experiment/bogus' (the options are deepfill, q"),
+        (["data.crop_sizee=64"], "Could not override 'data.crop_sizee': no such key (to add one"),
+        (["seed=[1,2"], "override 'seed=[1,2' does not parse"),
+        (["task=predict"], "error: input must be given (add input=... to the command)"),
+        (["data=folder", "logger=none"], "data.root must be given (add data.root=... to the"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_bad_command_lines_get_one_error_line(tmp_path, overrides, text):
+    result = run_cli(*overrides, f"hydra.run.dir={tmp_path / 'run'}", timeout=300)
+    assert text in error_line(result)
+
+
+def test_a_finished_run_is_recognised_by_its_files(tmp_path):
+    from tasks.runtime.job import _finished_run
+
+    assert _finished_run(tmp_path) is None
+    (tmp_path / "job.json").write_text('{"status": "interrupted"}')
+    assert _finished_run(tmp_path) is None  # a stopped run may resume in its folder
+    (tmp_path / "job.json").write_text('{"status": "completed"}')
+    assert _finished_run(tmp_path) == "job.json"
+    (tmp_path / "metrics.json").write_text("{}")
+    assert _finished_run(tmp_path) == "metrics.json"
+
+
+def test_a_second_run_in_the_same_folder_is_refused_before_it_writes(tmp_path):
+    (tmp_path / "metrics.json").write_text('{"demo/psnr_hole": 30.0}\n')
+    (tmp_path / "run.log").write_text("the first run's log\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = run_cli("task=demo", "task.size=32", f"hydra.run.dir={tmp_path}", timeout=300)
+    line = error_line(result)
+    assert f"hydra.run.dir '{tmp_path}' holds another run's metrics.json" in line
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no .hydra/ either
+
+
+def test_a_sweep_into_another_sweeps_folder_is_refused(tmp_path):
+    (tmp_path / "multirun.yaml").write_text("the first sweep\n")
+    result = run_cli("-m", "task=demo", "task.size=32", f"hydra.sweep.dir={tmp_path}", timeout=300)
+    assert result.returncode == 1 and "holds another sweep" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multirun.yaml"]
+
+
+def test_system_errors_are_one_line_naming_the_file():
+    import run as entry
+
+    error = OSError(28, "No space left on device", "/runs/a/checkpoints/last.ckpt")
+    assert entry.one_line(error) == "/runs/a/checkpoints/last.ckpt: No space left on device"
+    assert isinstance(PermissionError(), entry.USER_ERRORS)

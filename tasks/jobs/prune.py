@@ -70,7 +70,8 @@ class ClassificationTarget(PruningTarget):
         )
         if cache.is_file():
             log.info("Using the cached dense model %s (delete it to retrain)", cache)
-            load_weights(net, state_dict_from_file(cache), str(cache))
+            argument = "the cached dense model (delete it to retrain)"
+            load_weights(net, state_dict_from_file(cache, argument), str(cache), argument)
             return net, spec, str(cache)
         log.warning(
             "No pretrained weights given (task.pretrained=null): training the dense %s for %d "

@@ -18,7 +18,7 @@ from masking.functional import mask_product
 from masking.pruning import Pruner
 
 from ..pruning import PruningPlan, PruningTarget, cache_dense, dense_cache_path, prune
-from ..runtime.checkpoints import build_network, read_inpainting_checkpoint
+from ..runtime.checkpoints import build_network, read_inpainting_checkpoint, trusted
 from ..runtime.files import save_image
 from ..runtime.job import launch_path
 from ..runtime.processes import data_parallel
@@ -104,7 +104,8 @@ class InpaintingTarget(PruningTarget):
             path = launch_path(task.pretrained)
             spec, state = read_inpainting_checkpoint(path, "task.pretrained")
             log.info("Pruning %s from %s (the net config is not used)", spec.get("_target_"), path)
-            net = build_network(spec, state, origin=f"task.pretrained {str(path)!r}")
+            origin = f"task.pretrained {str(path)!r}"
+            net = build_network(spec, state, origin=origin, builders=trusted(cfg.trusted_builders))
             return net, spec, str(path)
         dense_steps = capped_steps(cfg, task.dense_steps)
         cache = dense_cache_path(
@@ -122,7 +123,10 @@ class InpaintingTarget(PruningTarget):
         if cache.is_file():
             log.info("Using the cached dense model %s (delete it to retrain)", cache)
             spec, state = read_inpainting_checkpoint(cache, "the cached dense model")
-            net = build_network(spec, state, origin=f"the cached dense model {str(cache)!r}")
+            origin = f"the cached dense model {str(cache)!r}"
+            # the cache holds the network of this run's own net= config, which the user chose
+            builders = trusted([*cfg.trusted_builders, cfg.net._target_])
+            net = build_network(spec, state, origin=origin, builders=builders)
             return net, spec, str(cache)
         spec = OmegaConf.to_container(cfg.net, resolve=True)
         net = instantiate(cfg.net)

@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 
 from masking.pruning import Pruner
 
+from ..runtime.checkpoints import check_resume
 from .optim import (
     OptimizerFactory,
     SchedulerFactory,
@@ -72,6 +73,9 @@ class ClassificationModule(pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_resume(self, checkpoint)
 
     def on_fit_start(self) -> None:
         # whatever mode the network was handed over in (a graph tracer, an evaluation, may leave

@@ -15,6 +15,7 @@ from masking.functional import mask_product
 from masking.generators import MaskGenerator, sample_generator
 from masking.pruning import Pruner
 
+from ..runtime.checkpoints import check_resume
 from ..runtime.files import save_image
 from .losses import InpaintingLoss, hinge_discriminator_loss, hinge_generator_loss
 from .metrics import InpaintingMetrics, PerceptualMetrics
@@ -329,6 +330,7 @@ class InpaintingModule(pl.LightningModule):
             checkpoint["net_spec"] = self.net_spec
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_resume(self, checkpoint)
         state = checkpoint.get("mask_rng_state")
         if state is not None:
             self.mask_rng().set_state(state)

@@ -19,7 +19,7 @@ from torch import nn
 
 from masking.pruning import Pruner
 
-from ..runtime.cost import profile_pair
+from ..runtime.cost import profile_with
 from ..runtime.processes import other_ranks_stop_here
 from ..runtime.trainer import logged_trainer
 from .plan import PruningPlan
@@ -150,15 +150,7 @@ def prune(cfg: DictConfig, target: PruningTarget, output_dir: Path) -> dict[str,
 
     target.after_finalize(dense, final, output_dir)
     latency = cfg.task.latency
-    profile = profile_pair(
-        dense,
-        final,
-        target.make_input,
-        batches=list(latency.batches),
-        repeats=latency.repeats,
-        warmup=latency.warmup,
-        memory_format=latency.memory_format,
-    )
+    profile = profile_with(latency, dense, final, target.make_input)
     report = pruning_report(
         plan,
         pruner,

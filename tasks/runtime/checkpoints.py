@@ -3,26 +3,36 @@ and reported in one line when they do not fit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
-from hydra.utils import instantiate
+from hydra.utils import get_method
 from torch import Tensor, nn
+
+from masking.pruning.export import build_allowed
+
+
+def load_tensors(path: Path, missing: str, unreadable: str) -> Any:
+    """``torch.load`` of tensors and plain values only (a pickled call in a crafted file is refused,
+    not run). A missing file raises ``FileNotFoundError(missing)``; an unreadable one the one line
+    ``unreadable`` with the error's type in it (torch's own message runs over many lines of
+    ``weights_only`` advice)."""
+    if not path.is_file():
+        raise FileNotFoundError(missing)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(unreadable.format(error=type(error).__name__)) from None
 
 
 def state_dict_from_file(path: Path, argument: str = "task.pretrained") -> dict[str, Tensor]:
     """A plain state_dict, or a Lightning checkpoint's (with its ``net.`` prefix removed)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{argument}: no file at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        # torch's message runs over many lines of weights_only advice: the type says enough
-        raise ValueError(
-            f"{argument}: {path} is not a readable torch file of tensors "
-            f"({type(error).__name__}); save net.state_dict(), not the module"
-        ) from None
+    unreadable = f"{argument}: {path} is not a readable torch file of tensors ({{error}})"
+    hint = "; save net.state_dict(), not the module"
+    state = load_tensors(path, f"{argument}: no file at {path}", unreadable + hint)
     if isinstance(state, dict) and "net_spec" in state:
         raise ValueError(
             f"{argument}: {path} is an inpainting checkpoint (task=inpaint); prune it with "
@@ -40,28 +50,43 @@ def state_dict_from_file(path: Path, argument: str = "task.pretrained") -> dict[
 
 
 def load_state_dict_checked(net: nn.Module, state: dict[str, Tensor]) -> list[str]:
-    """Load ``state`` into ``net`` and return what kept it from fitting exactly, one short phrase
-    each (empty when it fits): values that are not tensors or whose shape differs (checked first,
-    nothing is loaded then: ``load_state_dict`` would raise a many-line error), else the missing
-    and unexpected keys that ``load_state_dict(strict=False)`` reports."""
-    expected = net.state_dict()
+    """Load ``state`` into ``net`` when it fits exactly; else load nothing and return what kept it
+    from fitting, one short phrase each (``load_state_dict`` would raise a many-line error)."""
+    problems = state_problems(net.state_dict(), state)
+    if not problems:
+        net.load_state_dict(state)
+    return problems
+
+
+def state_problems(expected: dict[str, Tensor], state: dict[str, Any]) -> list[str]:
+    """What keeps ``state`` from loading into a module whose state_dict is ``expected``, one
+    short phrase each: values of the wrong type or shape, then missing and unexpected keys."""
     problems = []
     for key, value in state.items():
-        if key not in expected or key.endswith("_extra_state"):
+        if key not in expected or key.endswith("_extra_state"):  # a module's own state object
             continue
         if not isinstance(value, Tensor):
             problems.append(f"{key} holds {type(value).__name__}, not a tensor")
         elif value.shape != expected[key].shape:
             problems.append(
-                f"{key} is {tuple(value.shape)} in the file but {tuple(expected[key].shape)} in "
-                "the net"
+                f"{key} is {tuple(value.shape)} in the file but {tuple(expected[key].shape)} in the net"
             )
+    problems += [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    return problems
+
+
+def check_resume(module: nn.Module, checkpoint: dict[str, Any]) -> None:
+    """Before Lightning restores ``checkpoint`` into ``module``: a checkpoint of another network,
+    layer type or job is one line, not a page of size mismatches."""
+    state = checkpoint.get("state_dict")
+    problems = state_problems(module.state_dict(), state if isinstance(state, dict) else {})
     if problems:
-        return problems
-    result = net.load_state_dict(state, strict=False)
-    return [f"missing {k}" for k in result.missing_keys] + [
-        f"unexpected {k}" for k in result.unexpected_keys
-    ]
+        raise ValueError(
+            f"ckpt_path: the checkpoint does not fit this run's {type(module).__name__} "
+            f"({len(problems)} key problems, e.g. {problems[0]}); resume with the settings it "
+            "was trained with (net=, layer=, task=, pruning=)"
+        )
 
 
 def load_weights(
@@ -104,14 +129,13 @@ def read_inpainting_checkpoint(
     """The network spec (``_target_`` and arguments) and weights of an inpainting checkpoint;
     errors name ``argument``."""
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{argument} {str(path)!r} is not a file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ValueError(
-            f"{argument} {str(path)!r} is not a readable checkpoint ({type(err).__name__})"
-        ) from None
+    name = f"{argument} {str(path)!r}"
+    checkpoint = load_tensors(
+        path,
+        f"{name} is not a file",
+        f"{name} is not a readable checkpoint of tensors ({{error}}); "
+        "use a checkpoint written by task=inpaint",
+    )
     spec = checkpoint.get("net_spec") if isinstance(checkpoint, dict) else None
     if spec is None:
         raise ValueError(
@@ -128,30 +152,66 @@ def read_inpainting_checkpoint(
     return spec, state
 
 
-def build_network(spec: dict, state: dict[str, Tensor], *, origin: str = "checkpoint") -> nn.Module:
-    """``spec``'s network with ``state`` loaded (every key must fit); errors name ``origin``."""
-    target = spec.get("_target_")
-    try:
-        net = instantiate(spec)
-    except Exception as err:
-        # Hydra's messages run over several lines; the first says what failed
-        reason = (str(err).strip().splitlines() or [""])[0]
+def trusted(targets: Iterable[str] | None) -> dict[str, Callable[..., Any]]:
+    """``trusted_builders=``: the user's own networks that a file may name, by ``_target_``."""
+    if targets is None:
+        return {}
+    if isinstance(targets, str) or not all(isinstance(t, str) and t for t in targets):
         raise ValueError(
-            f"{origin}: its net_spec ({target}) cannot be built ({type(err).__name__}: {reason})"
-        ) from None
+            f"trusted_builders must be a list of _target_ strings, e.g. [mypackage.MyNet], got "
+            f"{targets!r}"
+        )
+    builders = {}
+    for target in targets:
+        try:
+            builders[target] = get_method(target)
+        except Exception as err:  # Hydra's message runs over several lines
+            reason = (str(err).strip().splitlines() or [""])[0]
+            raise ValueError(
+                f"trusted_builders: {target!r} cannot be imported ({reason})"
+            ) from None
+    return builders
+
+
+def check_finite(net: nn.Module, origin: str) -> None:
+    """A network whose weights hold NaN or inf paints holes black: refuse it by name."""
+    for key, tensor in net.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{origin}: the weights hold NaN or inf (first in {key}); the checkpoint is "
+                "damaged or its training diverged"
+            )
+
+
+def build_network(
+    spec: dict,
+    state: dict[str, Tensor],
+    *,
+    origin: str = "checkpoint",
+    builders: dict[str, Callable[..., Any]] | None = None,
+) -> nn.Module:
+    """``spec``'s network with ``state`` loaded (every key must fit, every value finite); only
+    allowed networks are built (the project's, torchvision's, torch.nn's, or ``builders``).
+    Errors name ``origin``."""
+    target = spec.get("_target_")
+    net = build_allowed(spec, where=f"{origin}: its net_spec", builders=builders)
     problems = load_state_dict_checked(net, state)
     if problems:
         raise ValueError(
             f"{origin}: weights do not fit {target} ({len(problems)} key problems, e.g. "
             f"{problems[0]})"
         )
+    check_finite(net, origin)
     return net
 
 
 def load_inpainting_network(
-    ckpt_path: str | Path, device: str | torch.device = "cpu", argument: str = "ckpt_path"
+    ckpt_path: str | Path,
+    device: str | torch.device = "cpu",
+    argument: str = "ckpt_path",
+    builders: dict[str, Callable[..., Any]] | None = None,
 ) -> nn.Module:
     """The network of an inpainting checkpoint, rebuilt from its saved spec, in eval mode."""
     spec, state = read_inpainting_checkpoint(ckpt_path, argument)
-    net = build_network(spec, state, origin=f"{argument} {str(ckpt_path)!r}")
+    net = build_network(spec, state, origin=f"{argument} {str(ckpt_path)!r}", builders=builders)
     return net.to(device).eval()

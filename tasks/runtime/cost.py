@@ -20,7 +20,14 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 import masking  # noqa: F401  (registers the masking:: custom ops counted below)
 from masking.checks import check_int
 
-__all__ = ["count_macs", "count_params", "latency_table", "measure_latency", "profile_pair"]
+__all__ = [
+    "count_macs",
+    "count_params",
+    "latency_table",
+    "measure_latency",
+    "profile_pair",
+    "profile_with",
+]
 
 MEMORY_FORMATS = ("contiguous", "channels_last")
 
@@ -304,3 +311,17 @@ def profile_pair(
             values = sorted(runs[key])
             out[key]["latency_ms"][f"batch_{batch}"] = values[len(values) // 2]
     return out
+
+
+def profile_with(latency: Any, dense: nn.Module, final: nn.Module, make_input) -> dict[str, dict]:
+    """:func:`profile_pair` with the settings of a job's ``task.latency`` (``batches``,
+    ``repeats``, ``warmup``, ``memory_format``)."""
+    return profile_pair(
+        dense,
+        final,
+        make_input,
+        batches=list(latency.batches),
+        repeats=latency.repeats,
+        warmup=latency.warmup,
+        memory_format=latency.memory_format,
+    )

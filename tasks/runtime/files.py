@@ -37,10 +37,34 @@ def save_image(path: str | Path, image: Tensor) -> Path:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written like every other file of a run: serialized in memory, then a
-    same-folder temporary file, fsync and rename. Lightning's own save goes through an fsspec
-    transaction whose temporary file lives in the system temp folder, so committing it to another
-    file system is a copy that a kill can cut short under the final name."""
+    """Lightning checkpoints written like every other file of a run, and read as data.
+
+    Saving: serialized in memory, then a same-folder temporary file, fsync and rename. Lightning's
+    own save goes through an fsspec transaction whose temporary file lives in the system temp
+    folder, so committing it to another file system is a copy that a kill can cut short under the
+    final name.
+
+    Loading (resume with ``ckpt_path=``): tensors and plain values only (``weights_only=True``),
+    and a file that is missing, truncated or not a checkpoint is one line naming ``ckpt_path``.
+    """
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt_path {str(path)!r} is not a file")
+        try:
+            checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        except Exception as error:
+            raise ValueError(
+                f"ckpt_path {str(path)!r} is not a readable checkpoint of tensors "
+                f"({type(error).__name__}); resume from a checkpoints/*.ckpt this project wrote"
+            ) from None
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise ValueError(
+                f"ckpt_path {str(path)!r} is not a Lightning checkpoint (no state_dict); resume "
+                "from a checkpoints/*.ckpt this project wrote"
+            )
+        return checkpoint
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if storage_options is not None:

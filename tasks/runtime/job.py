@@ -3,13 +3,16 @@ which sweep it belongs to. Outside Hydra (a test, a notebook) each falls back to
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from omegaconf import DictConfig
 
 # the exception types a bad setting raises, re-raised with their message when a config builds them
 SETTING_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError)
@@ -74,3 +77,41 @@ def setting_error(error: InstantiationException) -> BaseException:
     if key and not message.startswith(key):
         message = f"{key}: {message}"
     return type(cause)(message)
+
+
+def _finished_run(folder: Path) -> str | None:
+    """What in ``folder`` shows a finished run: its ``metrics.json``, or a ``job.json`` whose status
+    is ``completed``. An interrupted or failed run's folder is not one (a run may resume there)."""
+    if (folder / "metrics.json").is_file():
+        return "metrics.json"
+    try:
+        record = json.loads((folder / "job.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return "job.json" if isinstance(record, dict) and record.get("status") == "completed" else None
+
+
+class RunFolderGuard(Callback):
+    """Hydra callback: refuse, before Hydra writes anything, to start a run in a folder that holds
+    a finished run's results (``hydra.run.dir`` given twice), or a sweep in a folder that holds
+    another sweep (``hydra.sweep.dir``). A stopped run's folder may be resumed in. The later ranks
+    of a multi-process job share their folder and are let through."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if os.environ.get("RANK", "0") != "0" or os.environ.get("SLURM_PROCID", "0") != "0":
+            return
+        folder = Path(str(config.hydra.run.dir))
+        taken = _finished_run(folder)
+        if taken:
+            raise SystemExit(
+                f"error: hydra.run.dir {str(folder)!r} holds another run's {taken}; give the run "
+                "a new folder (its results would replace that run's)"
+            )
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(str(config.hydra.sweep.dir))
+        if (folder / "multirun.yaml").is_file():
+            raise SystemExit(
+                f"error: hydra.sweep.dir {str(folder)!r} holds another sweep; give the sweep a "
+                "new folder (its jobs would replace that sweep's)"
+            )
