@@ -18,8 +18,10 @@ Pinned, freed memory stays in the heap and every candidate runs on warm pages.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 from collections.abc import Callable
@@ -28,6 +30,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.benchmark import Timer
+
+from masking.io import write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -132,11 +136,83 @@ def time_side_by_side(
     return out
 
 
-def write_report(out: Path, payload: dict, table: str) -> None:
-    """``out``.json and ``out``.md, written atomically, and the table printed."""
-    from tasks.io import write_atomic, write_json
+RESULTS = REPO / "benchmarks" / "results"
 
-    write_json(out.with_suffix(".json"), payload)
-    write_atomic(out.with_suffix(".md"), table)
+
+def machine_line(payload: dict) -> str:
+    """``<CPU or GPU>, <n> threads, torch <v>, commit <sha>``: where a result was measured."""
+    device = payload["device"]
+    threads = f", {device['threads']} threads" if "threads" in device else ""
+    return f"{device['name']}{threads}, torch {payload['versions']['torch']}, commit {payload['commit']}"
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """``payload`` as indented JSON, atomically (no import of ``tasks``, which needs Hydra: the
+    benchmarks run on machines that have only torch and the library's own needs)."""
+    return write_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def result_name(suite: str, payload: dict) -> str:
+    """``<suite>--<device>--torch<version>`` from a result's provenance (top level or under
+    ``provenance``): ``cpu`` or ``cuda-<device name, slugged>``, torch without its local build tag.
+
+    >>> result_name("sparse", {"device": {"type": "cuda", "name": "NVIDIA H200"},
+    ...                        "versions": {"torch": "2.14.1+cu130"}})
+    'sparse--cuda-h200--torch2.14.1'
+    """
+    prov = payload.get("provenance", payload)
+    device = prov["device"]
+    slug = device["type"]
+    if device["type"] != "cpu":
+        name = re.sub(r"^nvidia\s+", "", device.get("name", "").lower())
+        name = re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+        slug = f"{device['type']}-{name}" if name else device["type"]
+    torch_version = prov["versions"]["torch"].split("+")[0]
+    return f"{suite}--{slug}--torch{torch_version}"
+
+
+def _free_stem(stem: Path, date: str) -> Path:
+    """``stem``, or where a result is already there, ``stem--<date>`` (then ``-2``, ``-3``, ...)."""
+
+    def taken(candidate: Path) -> bool:
+        return any(candidate.with_name(candidate.name + ext).exists() for ext in (".json", ".md"))
+
+    if not taken(stem):
+        return stem
+    dated = stem.with_name(f"{stem.name}--{date}")
+    n = 2
+    candidate = dated
+    while taken(candidate):
+        candidate = dated.with_name(f"{dated.name}-{n}")
+        n += 1
+    return candidate
+
+
+def write_report(out: Path | None, payload: dict, table: str, *, suite: str | None = None) -> Path:
+    """Write ``<stem>.json`` and ``<stem>.md`` atomically, print the table, and return the stem.
+
+    ``out`` is a results folder (``None``: ``benchmarks/results/``), where the stem is
+    ``result_name(suite, payload)`` (``suite`` defaults to ``payload["benchmark"]``, and a
+    ``payload["variant"]`` is appended to it as ``<suite>-<variant>``), or a path without extension.
+    An existing result is never overwritten: the new one gets ``--<date of the run>`` appended.
+    """
+    out = RESULTS if out is None else Path(out)
+    if out.is_dir():
+        suite = suite or payload.get("benchmark")
+        if not suite:
+            raise ValueError("write_report needs suite= to name a result in a folder")
+        if payload.get("variant"):
+            suite = f"{suite}-{payload['variant']}"
+        stem = out / result_name(suite, payload)
+    else:
+        stem = out.with_suffix("") if out.suffix in (".json", ".md") else out
+    date = str(payload.get("provenance", payload).get("date") or datetime.now(timezone.utc))[:10]
+    free = _free_stem(stem, date)
+    json_path, md_path = (free.with_name(free.name + ext) for ext in (".json", ".md"))
+    write_json(json_path, payload)
+    write_atomic(md_path, table)
     print(table)
-    print(f"wrote {out.with_suffix('.json')} and .md")
+    if free != stem:
+        print(f"{stem.name}.json is there already and is kept")
+    print(f"wrote {json_path} and .md")
+    return free

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, provenance, time_side_by_side, write_report
+from _common import provenance, time_side_by_side, write_report
 
 from masking import mask_product, pack_mask
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per case")
     parser.add_argument("--scale", type=int, default=1, help="divide the leading dim (smoke runs)")
-    parser.add_argument("--out", type=Path, default=None, help="result path without extension")
+    parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         "min_fraction_of_copy": min(r["fraction_of_copy"] for r in results),
         "min_fraction_of_clone": min(r["fraction_of_clone"] for r in results),
     }
-    out = args.out or REPO / "benchmarks" / "results" / f"mask_product-{device.type}"
-    write_report(out, payload, markdown(payload))
+    write_report(args.out, payload, markdown(payload), suite="mask_product")
     return payload
 
 

@@ -1,6 +1,6 @@
 """PartialConv2d against nn.Conv2d and the dense ones-kernel formulation, forward and forward+backward.
 
-    python benchmarks/bench_partial_conv.py            # CPU; writes results/partial_conv-cpu.{json,md}
+    python benchmarks/bench_partial_conv.py            # CPU: results/partial_conv--cpu--torch<v>.*
     python benchmarks/bench_partial_conv.py --quick    # fewer rounds
     python benchmarks/bench_partial_conv.py --device cuda
 
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, provenance, time_side_by_side, write_report
+from _common import provenance, time_side_by_side, write_report
 
 from masking import PartialConv2d
 from masking.kernels import table
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--quick", action="store_true", help="4 rounds instead of 10")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per shape")
-    parser.add_argument("--out", type=Path, default=None, help="result path without extension")
+    parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
     parser.add_argument(
         "--shapes",
         nargs="+",
@@ -233,8 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ratios": ratios,
         "acceptance": acceptance(ratios),
     }
-    out = args.out or REPO / "benchmarks" / "results" / f"partial_conv-{device.type}"
-    write_report(out, payload, markdown(payload))
+    write_report(args.out, payload, markdown(payload), suite="partial_conv")
     return payload
 
 

@@ -13,7 +13,7 @@ Each candidate does the work of the one before it plus one stage, under ``no_gra
 - ``module``: ``PartialConv2d(x, mask)``, the argument checks included, as suite 2 times it.
 
 The marginal cost of a stage is the difference between neighbouring medians; writes
-``results/pconv_breakdown-<device>.{json,md}``.
+``results/pconv_breakdown--<device>--torch<version>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, provenance, time_side_by_side, write_report
+from _common import provenance, time_side_by_side, write_report
 from bench_partial_conv import BATCH, hole_mask
 
 from masking import PartialConv2d
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--holes", type=float, default=0.4, help="hole ratio in [0, 1) (0.4)")
     parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds (default 30)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--out", type=Path, default=None, help="result path without extension")
+    parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
     args = parser.parse_args(argv)
     if args.channels < 1 or args.size < 3:
         parser.error(f"--channels must be >= 1 and --size >= 3, got {args.channels}, {args.size}")
@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
             {"stage": s, **timings[s], "vs_conv": timings[s]["median_ms"] / conv} for s in STAGES
         ],
     }
-    out = args.out or REPO / "benchmarks" / "results" / f"pconv_breakdown-{device.type}"
-    write_report(out, payload, markdown(payload))
+    write_report(args.out, payload, markdown(payload), suite="pconv_breakdown")
     return payload
 
 

@@ -28,7 +28,7 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, provenance, time_side_by_side, write_report
+from _common import provenance, time_side_by_side, write_report
 
 from masking.models import resnet18_cifar
 from masking.pruning import Pruner
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--update-every", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="3 rounds")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/prune_step-cpu")
+    parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
     torch.manual_seed(0)
@@ -120,7 +120,7 @@ def main() -> None:
             f"| {name} | {entry['median_ms']:.1f} | {entry['iqr_ms']:.1f} | "
             f"{entry['ratio_to_dense']:.3f} |"
         )
-    write_report(args.out, payload, "\n".join(lines) + "\n")
+    write_report(args.out, payload, "\n".join(lines) + "\n", suite="prune_step")
 
 
 if __name__ == "__main__":

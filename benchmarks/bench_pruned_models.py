@@ -29,7 +29,7 @@ import torchvision
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, provenance, time_side_by_side, write_report
+from _common import provenance, time_side_by_side, write_report
 
 from masking.pruning import Pruner
 from masking.pruning.sparsify import sparsify
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="input height = width (224)")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (5)")
-    parser.add_argument("--out", type=Path, default=None, help="result path without extension")
+    parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
     args = parser.parse_args()
     models = args.models or (["resnet18"] if args.quick else list(MODELS))
     size = args.size or (112 if args.quick else 224)
@@ -186,8 +186,7 @@ def main() -> None:
         "rounds": rounds,
         "results": results,
     }
-    out = args.out or REPO / "benchmarks/results/pruned_models-cpu"
-    write_report(out, payload, markdown(payload))
+    write_report(args.out, payload, markdown(payload), suite="pruned_models")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, provenance, time_side_by_side, write_report
+from _common import REPO, provenance, time_side_by_side, write_json, write_report
 
 from masking import masked_linear
 from masking.kernels import sparse, table
@@ -291,6 +291,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5)")
     parser.add_argument("--no-table", action="store_true", help="do not write the dispatch table")
     parser.add_argument(
+        "--table",
+        type=Path,
+        default=None,
+        help="write the dispatch table here (also after --quick) instead of masking/kernels/tables/",
+    )
+    parser.add_argument(
         "--linears",
         nargs="+",
         default=None,
@@ -336,10 +342,11 @@ def main() -> None:
         "quick": args.quick,
         "results": results,
     }
-    if not (args.quick or args.no_table or custom):
+    if args.table is not None:
+        write_json(args.table, build_table(results, dtype, prov))
+        print(f"wrote the dispatch table {args.table}")
+    elif not (args.quick or args.no_table or custom):
         path = table.table_file(prov["device"]["kind"])
-        from tasks.runtime.files import write_json
-
         write_json(path, build_table(results, dtype, prov))
         table.load_table.cache_clear()
         print(f"wrote the dispatch table {path.relative_to(REPO)}")

@@ -1,6 +1,7 @@
 """The project's own tooling: lint is clean and the benchmark script still produces its report."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -80,10 +81,10 @@ def test_mask_product_benchmark_writes_its_report(tmp_path):
 
 def test_inpaint_quality_benchmark_writes_its_report(tmp_path):
     from tasks import run
+    from tests.helpers.jobs import INPAINT_FAST
     from tests.hydra_config import compose_config
-    from tests.tasks.test_inpaint_task import FAST
 
-    run(compose_config(tmp_path / "train", FAST))
+    run(compose_config(tmp_path / "train", INPAINT_FAST))
     out = tmp_path / "q"
     result = run_script(
         "benchmarks/bench_inpaint_quality.py",
@@ -172,3 +173,111 @@ def test_pruned_models_benchmark_writes_its_report(tmp_path):
 def test_benchmark_runner_rejects_unknown_suites():
     result = run_script("benchmarks/run.py", "--suite", "9")
     assert result.returncode == 2 and "invalid choice: '9'" in result.stderr
+
+
+def test_jobs_benchmark_records_wall_time_and_metrics(tmp_path):
+    from tests.helpers.jobs import INPAINT_FAST
+
+    out = tmp_path / "jobs"
+    overrides = [o for o in INPAINT_FAST if o != "task=inpaint"]
+    result = run_script(
+        "benchmarks/bench_jobs.py", "--jobs", "inpaint", "--out", str(out), "--", *overrides
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert row["job"] == "inpaint" and row["wall_time_s"] > 0
+    assert row["headline"]["train/steps"] == 2 and 0 < row["headline"]["val/ssim"] <= 1
+    assert "| inpaint | `python run.py logger=none" in out.with_suffix(".md").read_text()
+
+
+def naming(code: str, *args: str):
+    """Run ``code`` with ``benchmarks/_common.py``'s naming in a child process (importing it pins
+    the allocator, which this process should not inherit); return what it printed, as JSON."""
+    prelude = "import json, sys\nsys.path.insert(0, 'benchmarks')\nfrom pathlib import Path\n"
+    prelude += "from _common import result_name, write_report\n"
+    result = run_script("-c", prelude + code, *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+WRITE_SIX = """
+folder = Path(sys.argv[1])
+cpu = {"device": {"type": "cpu", "name": "AMD EPYC"}, "versions": {"torch": "2.14.1+cu130"},
+       "date": "2026-12-02T10:00:00+00:00"}
+names = [write_report(folder, {**cpu, "run": i}, f"run {i}\\n", suite="partial_conv").name
+         for i in range(3)]
+names.append(write_report(folder, {**cpu, "benchmark": "inpaint_quality", "variant": "q"}, "").name)
+gpu = {"provenance": {**cpu, "device": {"type": "cuda", "name": "NVIDIA H200"}}}
+names.append(write_report(folder, gpu, "", suite="sparse").name)
+names.append(write_report(folder / "scratch", cpu, "", suite="sparse").name)
+print(json.dumps(names))
+"""
+
+
+def test_benchmark_results_are_named_by_suite_device_and_torch_and_kept(tmp_path):
+    names = naming(WRITE_SIX, str(tmp_path))
+    assert names == [
+        "partial_conv--cpu--torch2.14.1",
+        "partial_conv--cpu--torch2.14.1--2026-12-02",
+        "partial_conv--cpu--torch2.14.1--2026-12-02-2",
+        "inpaint_quality-q--cpu--torch2.14.1",
+        "sparse--cuda-h200--torch2.14.1",
+        "scratch",
+    ]
+    # the first result is kept, not overwritten by the reruns
+    assert json.loads((tmp_path / f"{names[0]}.json").read_text())["run"] == 0
+    assert (tmp_path / f"{names[2]}.md").read_text() == "run 2\n"
+    assert (tmp_path / "scratch.json").is_file() and (tmp_path / "scratch.md").is_file()
+
+
+EXPECTED_NAMES = """
+names = {}
+for path in sorted(Path("benchmarks/results").glob("*.json")):
+    names[path.name] = result_name(path.stem.split("--")[0], json.loads(path.read_text()))
+print(json.dumps(names))
+"""
+
+
+def test_every_kept_benchmark_result_is_named_from_its_own_provenance():
+    names = naming(EXPECTED_NAMES)
+    assert names, "benchmarks/results/ holds no results"
+    results = REPO / "benchmarks" / "results"
+    for filename, expected in names.items():
+        stem = filename.removesuffix(".json")
+        assert re.fullmatch(re.escape(expected) + r"(--\d{4}-\d\d-\d\d(-\d+)?)?", stem), filename
+    assert {p.stem for p in results.glob("*.md")} == {n.removesuffix(".json") for n in names}
+
+
+def test_device_check_dry_run_runs_every_step_into_at_most_eight_files(tmp_path):
+    out = tmp_path / "check"
+    # generous: the dry run takes about a minute on 2 idle cores, far longer on a loaded machine
+    result = run_script("benchmarks/device_check.py", "--dry-run", "--out", str(out), timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    report = json.loads((out / "device_check.json").read_text())
+    status = {step["name"]: step["status"] for step in report["steps"]}
+    assert status == {
+        "setup": "skipped",  # Hydra and kornia are installed here
+        "tests": "passed",
+        "suite1": "passed",
+        "suite2": "passed",
+        "suite3": "passed",
+        "train": "passed",
+    }
+    tests = next(step for step in report["steps"] if step["name"] == "tests")
+    assert tests["counts"].get("skipped", 0) > 0  # the cuda-marked tests, skipped on CPU
+    assert report["train"]["timed_batches"] > 0 and report["train"]["images_per_s"] > 0
+    assert report["train"]["bottleneck"] in ("data", "device")
+    assert report["provenance"]["commit"] and report["provenance"]["device"]["type"] == "cpu"
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 8 and all(p.is_file() for p in out.iterdir())
+    assert "dispatch_table.json" in files
+    assert any(name.startswith("mask_product--cpu") for name in files)
+    md = (out / "device_check.md").read_text()
+    assert "| train | passed |" in md and "images/s" in md
+
+
+def test_device_check_refuses_a_folder_that_holds_results(tmp_path):
+    (tmp_path / "device_check.json").write_text("{}")
+    result = run_script("benchmarks/device_check.py", "--dry-run", "--out", str(tmp_path))
+    assert result.returncode == 2 and "holds files already" in result.stderr
+    assert (tmp_path / "device_check.json").read_text() == "{}"
