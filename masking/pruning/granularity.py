@@ -198,12 +198,8 @@ class _TopK(Granularity):
         return keeps
 
 
-@dataclass(frozen=True)
-class WeightGranularity(_TopK):
-    """One mask entry per weight (unstructured sparsity)."""
-
-    def __str__(self) -> str:
-        return "weight"
+class _Elementwise:
+    """One mask entry per weight, scored by magnitude: what unstructured and n:m masks share."""
 
     @property
     def elementwise(self) -> bool:
@@ -217,6 +213,14 @@ class WeightGranularity(_TopK):
 
     def expand(self, mask: Tensor, weight_shape: Sequence[int], *, dim: int = 0) -> Tensor:
         return mask
+
+
+@dataclass(frozen=True)
+class WeightGranularity(_Elementwise, _TopK):
+    """One mask entry per weight (unstructured sparsity)."""
+
+    def __str__(self) -> str:
+        return "weight"
 
 
 @dataclass(frozen=True)
@@ -330,7 +334,7 @@ class BlockGranularity(Granularity):
 
 
 @dataclass(frozen=True)
-class NMGranularity(Granularity):
+class NMGranularity(_Elementwise, Granularity):
     """``n`` of every ``m`` consecutive input channels kept, at every output and kernel position.
 
     Groups run along input channels (the channels-last GEMM order the sparse kernels read). The
@@ -354,19 +358,6 @@ class NMGranularity(Granularity):
     @property
     def fixed_sparsity(self) -> float:
         return 1.0 - self.n / self.m
-
-    @property
-    def elementwise(self) -> bool:
-        return True
-
-    def mask_shape(self, weight_shape: Sequence[int]) -> tuple[int, ...]:
-        return tuple(weight_shape)
-
-    def scores(self, weight: Tensor) -> Tensor:
-        return weight.detach().abs().float()
-
-    def expand(self, mask: Tensor, weight_shape: Sequence[int], *, dim: int = 0) -> Tensor:
-        return mask
 
     def misfit(self, weight_shape: Sequence[int]) -> str | None:
         if weight_shape[1] % self.m:
