@@ -14,18 +14,7 @@ from torch import Tensor, nn
 
 from masking.pruning.export import build_allowed
 
-
-def load_tensors(path: Path, missing: str, unreadable: str) -> Any:
-    """``torch.load`` of tensors and plain values only (a pickled call in a crafted file is refused,
-    not run). A missing file raises ``FileNotFoundError(missing)``; an unreadable one the one line
-    ``unreadable`` with the error's type in it (torch's own message runs over many lines of
-    ``weights_only`` advice)."""
-    if not path.is_file():
-        raise FileNotFoundError(missing)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(unreadable.format(error=type(error).__name__)) from None
+from .files import load_tensors
 
 
 def state_dict_from_file(path: Path, argument: str = "task.pretrained") -> dict[str, Tensor]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -14,7 +15,14 @@ from torch import Tensor
 
 from masking.io import write_atomic
 
-__all__ = ["AtomicCheckpointIO", "save_image", "save_torch", "write_atomic", "write_json"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "load_tensors",
+    "save_image",
+    "save_torch",
+    "write_atomic",
+    "write_json",
+]
 
 
 def save_torch(path: str | Path, payload: object) -> Path:
@@ -36,6 +44,19 @@ def save_image(path: str | Path, image: Tensor) -> Path:
     return write_atomic(path, buffer.getvalue())
 
 
+def load_tensors(path: Path, missing: str, unreadable: str, map_location: Any = "cpu") -> Any:
+    """``torch.load`` of tensors and plain values only (a pickled call in a crafted file is refused,
+    not run). A missing file raises ``FileNotFoundError(missing)``; an unreadable one the one line
+    ``unreadable`` with the error's type in it (torch's own message runs over many lines of
+    ``weights_only`` advice)."""
+    if not path.is_file():
+        raise FileNotFoundError(missing)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(unreadable.format(error=type(error).__name__)) from None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoints written like every other file of a run, and read as data.
 
@@ -50,20 +71,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ckpt_path {str(path)!r} is not a file")
-        try:
-            checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(
-                f"ckpt_path {str(path)!r} is not a readable checkpoint of tensors "
-                f"({type(error).__name__}); resume from a checkpoints/*.ckpt this project wrote"
-            ) from None
+        name, hint = (
+            f"ckpt_path {str(path)!r}",
+            "resume from a checkpoints/*.ckpt this project wrote",
+        )
+        unreadable = f"{name} is not a readable checkpoint of tensors ({{error}}); {hint}"
+        checkpoint = load_tensors(path, f"{name} is not a file", unreadable, map_location or "cpu")
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise ValueError(
-                f"ckpt_path {str(path)!r} is not a Lightning checkpoint (no state_dict); resume "
-                "from a checkpoints/*.ckpt this project wrote"
-            )
+            raise ValueError(f"{name} is not a Lightning checkpoint (no state_dict); {hint}")
         return checkpoint
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
