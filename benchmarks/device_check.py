@@ -48,7 +48,7 @@ def steps(dry_run: bool, out: Path, work: Path) -> list[dict]:
     """The commands, with their time boxes (seconds), in the order they run."""
     py = sys.executable
     device = "cpu" if dry_run else "cuda"
-    suites = suites_dir(work)  # their JSON is copied to out, their tables go into the report
+    suites = work / "suites"  # their JSON is copied to out, their tables go into the report
     tests = (
         ["-m", "cuda", "tests/kernels", "tests/functional"]
         if dry_run
@@ -102,10 +102,6 @@ def steps(dry_run: bool, out: Path, work: Path) -> list[dict]:
         plan.append({"name": name, "box": 60 if dry_run else 75, "command": command})
     plan.append({"name": "train", "box": 90 if dry_run else 140, "command": [py, "run.py", *train]})
     return plan
-
-
-def suites_dir(work: Path) -> Path:
-    return work / "suites"
 
 
 def missing_modules() -> list[str]:
@@ -224,10 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     started, deadline = time.perf_counter(), time.monotonic() + args.budget
     with tempfile.TemporaryDirectory(prefix="device_check_") as tmp:
         work = Path(tmp)
-        suites_dir(work).mkdir()
+        suites = work / "suites"  # the suites' results: JSON copied to --out, tables to the report
+        suites.mkdir()
         env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg", WANDB_MODE="offline")
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HERE), env.get("PYTHONPATH", "")])
-        env.pop("TRITON_INTERPRET", None) if not args.dry_run else None
+        if not args.dry_run:  # real kernels on the GPU, not the interpreter
+            env.pop("TRITON_INTERPRET", None)
         records = [setup(env, work / "site")]
         for step in steps(args.dry_run, args.out, work):
             if args.only and step["name"] not in args.only:
@@ -238,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             records.append(run_step(step, env, deadline))
         throughput = work / "throughput.json"
         train = json.loads(throughput.read_text()) if throughput.is_file() else None
-        suite_tables = [md.read_text().strip() for md in sorted(suites_dir(work).glob("*.md"))]
-        for result in sorted(suites_dir(work).glob("*.json")):
+        suite_tables = [md.read_text().strip() for md in sorted(suites.glob("*.md"))]
+        for result in sorted(suites.glob("*.json")):
             (args.out / result.name).write_bytes(result.read_bytes())
     report = {
         "benchmark": "device_check",
