@@ -88,17 +88,20 @@ def check_pixel_mask(mask: Tensor, x: Tensor, *, allowed_channels: tuple[int, ..
     check_tensor("mask", mask)
     check_mask_dtype("mask", mask)
     b, _, h, w = x.shape
-    options = " or ".join(shape_str((b, c, h, w)) for c in dict.fromkeys(allowed_channels))
-    if mask.dim() != 4 or mask.shape[0] != b or mask.shape[2:] != x.shape[2:]:
-        raise ValueError(
-            f"mask must be {options} to match x of shape {shape_str(x.shape)}, "
-            f"got {shape_str(mask.shape)}"
-        )
-    if mask.shape[1] not in allowed_channels:
-        hint = " (pass multi_channel=True for a per-channel mask)" if 1 in allowed_channels else ""
-        raise ValueError(
+
+    def wrong_shape(hint: str = "") -> ValueError:
+        # built only on failure: formatting the shapes would pin symbolic sizes under torch.export
+        options = " or ".join(shape_str((b, c, h, w)) for c in dict.fromkeys(allowed_channels))
+        return ValueError(
             f"mask must be {options} to match x of shape {shape_str(x.shape)}, "
             f"got {shape_str(mask.shape)}{hint}"
+        )
+
+    if mask.dim() != 4 or mask.shape[0] != b or mask.shape[2:] != x.shape[2:]:
+        raise wrong_shape()
+    if mask.shape[1] not in allowed_channels:
+        raise wrong_shape(
+            " (pass multi_channel=True for a per-channel mask)" if 1 in allowed_channels else ""
         )
     check_same_device("mask", mask, "x", x)
     check_mask_values("mask", mask)

@@ -116,6 +116,7 @@ class GatedGenerator(nn.Module):
         self.refine = _Branch(layer, output_layer, in_channels + 1, width, out_channels)
 
     size_multiple = 4  # height and width must be multiples of this
+    output_names = ("coarse", "refined")  # what forward returns, as exports name them
 
     def forward(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         check_image_and_mask(image, mask, multiple=self.size_multiple)
