@@ -39,6 +39,15 @@ def run_cli(*arguments: str, env=None, timeout: int = 600):
     )
 
 
+def error_line(result) -> str:
+    """The one ``error:`` line of a failed command, which must print no traceback or block."""
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "HYDRA_FULL_ERROR=1 for a complete stack trace" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    return line
+
+
 def finished_run(run_dir, *overrides: str, timeout: int = 600) -> dict:
     """The metrics of ``python run.py <overrides>`` run into ``run_dir``, which must succeed."""
     import json

@@ -25,10 +25,11 @@ from masking.models import PConvUNet
 from tasks.jobs.predict import run_predict
 from tasks.modules.inference import inpaint
 from tasks.runtime.checkpoints import load_inpainting_network, load_weights, state_dict_from_file
+from tests.helpers.models import SMALL_UNET, inpaint_checkpoint
 from tests.hydra_config import compose_config
 
 # a small network that builds in milliseconds, so checkpoints can be written per test
-SPEC = {"_target_": "masking.models.PConvUNet", "depth": 3, "base_width": 8, "max_width": 16}
+SPEC = SMALL_UNET
 
 
 # ---------------------------------------------------------------- files written by the tests
@@ -84,14 +85,6 @@ def datamodule(p, *names, good=0, **kwargs):
     dm = InpaintingDataModule(folder(p, *names, good=good), crop_size=16, **kwargs)
     dm.setup()
     return dm
-
-
-def inpaint_checkpoint(path, spec=SPEC, weights_spec=SPEC, **extra):
-    """A checkpoint as task=inpaint writes it: the net's spec and its ``net.``-prefixed weights."""
-    net = instantiate(weights_spec)
-    state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"net_spec": spec, "state_dict": state, **extra}, path)
-    return path
 
 
 NOT_GIVEN = "not given"  # stands for ckpt_path=null

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tasks import run
-from tests.hydra_config import CONF, compose_config, finished_run, run_cli
+from tests.hydra_config import CONF, compose_config, error_line, finished_run, run_cli
 
 
 def test_task_options_exist():
@@ -80,15 +80,6 @@ def test_a_bad_value_in_a_built_object_is_reported_as_its_cause(tmp_path):
     record = json.loads((tmp_path / "job.json").read_text())
     assert record["status"] == "failed"
     assert "crop_size must be an int >= 8, got 7" in record["error"]
-
-
-def error_line(result) -> str:
-    """The one ``error:`` line of a failed command, which must print no traceback or block."""
-    assert result.returncode == 1, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr + result.stdout
-    assert "HYDRA_FULL_ERROR=1 for a complete stack trace" not in result.stderr
-    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
-    return line
 
 
 @pytest.mark.parametrize(

@@ -170,6 +170,23 @@ def test_pruned_models_benchmark_writes_its_report(tmp_path):
     assert "| resnet18 | 2 | compacted |" in out.with_suffix(".md").read_text()
 
 
+def test_onnx_benchmark_times_both_runtimes_on_checked_exports(tmp_path):
+    out = tmp_path / "onnx"
+    # generous: four models are exported and checked, about two minutes on 2 loaded cores
+    result = run_script("benchmarks/bench_onnx.py", "--quick", "--out", str(out), timeout=1200)
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert [r["model"].split(" ")[0] for r in payload["results"]] == ["resnet18_cifar"] * 3 + [
+        "pconv_unet"
+    ]
+    for row in payload["results"]:
+        assert row["parity_of_allowed"] <= 1
+        for batch in ("batch_1", "batch_4"):
+            times = row["batches"][batch]
+            assert times["pytorch_ms"] > 0 and times["onnxruntime_ms"] > 0
+    assert "| resnet18_cifar compacted 50 % channels |" in out.with_suffix(".md").read_text()
+
+
 def test_benchmark_runner_rejects_unknown_suites():
     result = run_script("benchmarks/run.py", "--suite", "9")
     assert result.returncode == 2 and "invalid choice: '9'" in result.stderr

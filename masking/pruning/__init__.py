@@ -13,7 +13,7 @@ Typical use::
 
 from .compact import check_equivalent, compact
 from .estimators import ESTIMATORS, MaskSource
-from .export import export_pruned, load_pruned
+from .export import export_pruned, load_example_inputs, load_pruned
 from .granularity import Granularity, parse_granularity
 from .graph import ChannelGroup, CompactionError, Member, channel_groups
 from .masks import HadamardMask, bake, mask_sources, masked_tensors
@@ -40,6 +40,7 @@ __all__ = [
     "check_equivalent",
     "compact",
     "export_pruned",
+    "load_example_inputs",
     "load_pruned",
     "mask_sources",
     "masked_tensors",

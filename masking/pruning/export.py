@@ -3,7 +3,8 @@
 A compacted model is its dense architecture with smaller layers. ``architecture.json`` records how
 to build the dense architecture (a ``_target_`` callable and its keyword arguments) and, for every
 module that holds tensors, its class, tensor shapes and channel attributes after pruning;
-``model.pt`` holds the state_dict. Loading builds the dense model, resizes each module to the
+``model.pt`` holds the state_dict, and ``inputs.pt``, when given, a few real inputs of the model (so
+a deployment export can be checked on them). Loading builds the dense model, resizes each module to the
 recorded shapes and loads the weights: no tracing, no pickled classes, no pruning code.
 
 An export directory is data, never code. :func:`load_pruned` checks the whole spec before it imports
@@ -32,11 +33,12 @@ from .. import layers, models
 from ..io import write_atomic
 from .graph import parametrized_module
 
-__all__ = ["FORMAT_VERSION", "build_allowed", "export_pruned", "load_pruned"]
+__all__ = ["FORMAT_VERSION", "build_allowed", "export_pruned", "load_example_inputs", "load_pruned"]
 
 FORMAT_VERSION = 1
 ARCHITECTURE_FILE = "architecture.json"
 WEIGHTS_FILE = "model.pt"
+INPUTS_FILE = "inputs.pt"
 
 # Attributes that compaction changes and layers read in forward or extra_repr.
 CHANNEL_ATTRIBUTES = (
@@ -63,11 +65,13 @@ def export_pruned(
     *,
     builder: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
+    example_inputs: Tensor | tuple[Tensor, ...] | None = None,
 ) -> Path:
-    """Write ``architecture.json`` and ``model.pt`` (the state_dict) into ``directory``.
+    """Write ``architecture.json``, ``model.pt`` (the state_dict) and, with ``example_inputs``,
+    ``inputs.pt`` into ``directory``.
 
-    Both files are written atomically, the weights first; the JSON records the weights' SHA-256, so
-    a directory whose files come from two different exports is refused at load time.
+    The files are written atomically, the JSON last; it records the SHA-256 of the others, so a
+    directory whose files come from two different exports is refused at load time.
 
     Args:
         model: the pruned model (parametrizations baked in).
@@ -76,6 +80,8 @@ def export_pruned(
             dense architecture, e.g. ``{"_target_": "torchvision.models.resnet18", "weights": None,
             "num_classes": 10}``. Must be JSON-serialisable.
         extra: anything JSON-serialisable to store alongside (metrics, pruning settings).
+        example_inputs: real inputs of the model (a tensor, or the forward's tensor arguments),
+            batch first, for checking a deployment export (see :func:`load_example_inputs`).
 
     Returns:
         ``directory`` as a ``Path``.
@@ -111,13 +117,57 @@ def export_pruned(
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "extra": dict(extra) if extra is not None else {},
     }
+    inputs = None
+    if example_inputs is not None:
+        tensors = (example_inputs,) if isinstance(example_inputs, Tensor) else example_inputs
+        if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+            raise ValueError("example_inputs must be a tensor or a tuple of tensors")
+        buffer = io.BytesIO()
+        torch.save([t.detach().cpu() for t in tensors], buffer)
+        inputs = buffer.getvalue()
+        spec["inputs"] = {
+            "file": INPUTS_FILE,
+            "sha256": hashlib.sha256(inputs).hexdigest(),
+            "shapes": [list(t.shape) for t in tensors],
+        }
     try:
         text = json.dumps(spec, indent=2, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"builder and extra must be JSON-serialisable: {exc}") from exc
     write_atomic(directory / WEIGHTS_FILE, weights)
+    if inputs is not None:
+        write_atomic(directory / INPUTS_FILE, inputs)
     write_atomic(directory / ARCHITECTURE_FILE, text + "\n")
     return directory
+
+
+def load_example_inputs(directory: str | Path) -> tuple[Tensor, ...] | None:
+    """The real inputs an export holds (``inputs.pt``, tensors only), or ``None`` if it holds none.
+
+    Raises ``ValueError`` when the file does not match ``architecture.json`` or is not a list of
+    tensors.
+    """
+    directory = Path(directory)
+    spec = _read_spec(directory / ARCHITECTURE_FILE)
+    recorded = spec.get("inputs")
+    if recorded is None:
+        return None
+    path = directory / INPUTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{INPUTS_FILE} is missing from {str(directory)!r}")
+    data = path.read_bytes()
+    if not isinstance(recorded, dict) or hashlib.sha256(data).hexdigest() != recorded.get("sha256"):
+        raise ValueError(
+            f"{INPUTS_FILE} in {str(directory)!r} does not match {ARCHITECTURE_FILE} "
+            "(corrupted, or written by another export)"
+        )
+    try:
+        tensors = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{INPUTS_FILE} cannot be read: {type(exc).__name__}") from exc
+    if not isinstance(tensors, list) or not all(isinstance(t, Tensor) for t in tensors):
+        raise ValueError(f"{INPUTS_FILE} in {str(directory)!r} must hold a list of tensors")
+    return tuple(tensors)
 
 
 def load_pruned(

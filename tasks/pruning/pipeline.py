@@ -20,6 +20,7 @@ from torch import nn
 from masking.pruning import Pruner
 
 from ..runtime.cost import profile_with
+from ..runtime.exporting import onnx_latency_pair, signature_for
 from ..runtime.processes import other_ranks_stop_here
 from ..runtime.trainer import logged_trainer
 from .plan import PruningPlan
@@ -164,6 +165,8 @@ def prune(cfg: DictConfig, target: PruningTarget, output_dir: Path) -> dict[str,
         started=started,
     )
     report.update(target.report_extra(scores))
+    if latency.get("onnxruntime", False):
+        report["onnxruntime"] = _onnx_latency(latency, dense, final, target)
     final_scores = target.report_scores({"final": scores["final"]})
     return write_pruning_outputs(
         output_dir,
@@ -176,4 +179,28 @@ def prune(cfg: DictConfig, target: PruningTarget, output_dir: Path) -> dict[str,
             "method": plan.method,
             "granularity": str(pruner.granularity),
         },
+        example_inputs=target.check_inputs,
     )
+
+
+def _onnx_latency(latency: Any, dense: nn.Module, final: nn.Module, target: PruningTarget) -> dict:
+    """The dense and final models in onnxruntime, side by side: ``{"dense": {"batch_<b>": ms},
+    "final": ..., "speedup": ...}``; or ``{"error": why}`` when either does not export (logged; the
+    pruned model and the rest of the report are kept)."""
+    try:
+        signature = signature_for(dense, target.check_inputs)
+        times = onnx_latency_pair(
+            dense,
+            final,
+            signature,
+            target.make_input,
+            batches=list(latency.batches),
+            repeats=latency.repeats,
+            warmup=latency.warmup,
+        )
+    except Exception as error:  # a runtime's failure must not lose the pruned model
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        log.warning("onnxruntime latency not measured: %s", reason)
+        return {"error": reason}
+    speedup = {b: times["dense"][b] / times["final"][b] for b in times["dense"]}
+    return {**times, "speedup": speedup}

@@ -15,6 +15,7 @@ from torch import nn
 
 from masking.pruning import Pruner, export_pruned
 
+from ..runtime.exporting import ort_version
 from ..runtime.files import write_atomic, write_json
 from .plan import PruningPlan
 
@@ -69,6 +70,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"MAC reduction {report['mac_reduction']:.2f}×; speedup "
         + ", ".join(f"b{b} {report['speedup'][f'batch_{b}']:.2f}×" for b in batches)
         + ".",
+        *_onnx_lines(report.get("onnxruntime"), batches),
         "",
         "| layer | "
         + ("channels | kept" if report["sparsity_kind"] == "channel" else "params | zeros")
@@ -87,6 +89,23 @@ def report_markdown(report: dict[str, Any]) -> str:
                 f"{layer['sparsity']:.3f} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _onnx_lines(onnx: dict[str, Any] | None, batches: list[int]) -> list[str]:
+    if onnx is None:
+        return []
+    if "error" in onnx:
+        return ["", f"onnxruntime latency not measured: {onnx['error']}"]
+
+    def ms(stage: str) -> str:
+        return ", ".join(f"b{b} {onnx[stage][f'batch_{b}']:.2f} ms" for b in batches)
+
+    speedup = ", ".join(f"b{b} {onnx['speedup'][f'batch_{b}']:.2f}×" for b in batches)
+    return [
+        "",
+        f"onnxruntime {ort_version()} (CPU, same threads): dense {ms('dense')}; final "
+        f"{ms('final')}; speedup {speedup}.",
+    ]
 
 
 def pruning_report(
@@ -140,9 +159,13 @@ def write_pruning_outputs(
     report: dict[str, Any],
     metrics: dict[str, float],
     extra: dict[str, Any],
+    example_inputs: Any = None,
 ) -> dict[str, float]:
-    """``export/``, ``prune_report.{json,md}`` and ``metrics.json`` (cost metrics added here)."""
-    export_pruned(final, output_dir / "export", builder=builder, extra=extra)
+    """``export/`` (with ``example_inputs`` as its real inputs), ``prune_report.{json,md}`` and
+    ``metrics.json`` (cost metrics added here)."""
+    export_pruned(
+        final, output_dir / "export", builder=builder, extra=extra, example_inputs=example_inputs
+    )
     write_json(output_dir / "prune_report.json", report)
     markdown = report_markdown(report)
     write_atomic(output_dir / "prune_report.md", markdown)
@@ -157,6 +180,10 @@ def write_pruning_outputs(
         **{f"final/latency_{k}_ms": v for k, v in final_cost["latency_ms"].items()},
         **{f"final/speedup_{k}": v for k, v in report["speedup"].items()},
     }
+    onnx = report.get("onnxruntime", {})
+    if "speedup" in onnx:
+        metrics |= {f"final/onnx_latency_{k}_ms": v for k, v in onnx["final"].items()}
+        metrics |= {f"final/onnx_speedup_{k}": v for k, v in onnx["speedup"].items()}
     write_json(output_dir / "metrics.json", metrics)
     log.info("\n%s", markdown)
     return metrics

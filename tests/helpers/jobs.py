@@ -35,6 +35,7 @@ def prune_fast(tmp_path: Path) -> list[str]:
         "+trainer.limit_train_batches=8",
         "task.latency.repeats=1",
         "task.latency.warmup=0",
+        "task.latency.onnxruntime=false",
         "task.latency.batches=[1,4]",
         f"task.cache_dir={tmp_path / 'cache'}",
     ]
@@ -57,6 +58,7 @@ def prune_inpaint_fast(tmp_path: Path, *extra: str) -> list[str]:
         "task.finetune_steps=8",
         "task.latency.repeats=1",
         "task.latency.warmup=0",
+        "task.latency.onnxruntime=false",
         "task.latency.batches=[1,2]",
         f"task.cache_dir={tmp_path / 'cache'}",
         *extra,

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from tests.oracle import blob_mask
+
+# a 3-level width-8 U-Net: a real inpainting network that loads and runs in milliseconds
+SMALL_UNET = {"_target_": "masking.models.PConvUNet", "depth": 3, "base_width": 8, "max_width": 16}
 
 
 def inpainting_inputs(size: int = 32, batch: int = 1) -> tuple[Tensor, Tensor]:
@@ -18,3 +24,14 @@ def inpainting_inputs(size: int = 32, batch: int = 1) -> tuple[Tensor, Tensor]:
 def n_params(model: nn.Module) -> int:
     """Number of parameter entries of ``model``."""
     return sum(p.numel() for p in model.parameters())
+
+
+def inpaint_checkpoint(
+    path: Path, spec: dict = SMALL_UNET, weights_spec: dict = SMALL_UNET, **extra
+) -> Path:
+    """A checkpoint as task=inpaint writes it: ``spec`` and the ``net.``-prefixed random weights of
+    the network ``weights_spec`` builds (they differ in the tests of mismatched files)."""
+    net = instantiate(weights_spec)
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"net_spec": spec, "state_dict": state, **extra}, path)
+    return path

@@ -1,0 +1,197 @@
+"""onnxruntime against PyTorch on CPU, dense and pruned models side by side.
+
+    python benchmarks/bench_onnx.py            # batch 1 and 32, 2 threads, 7 rounds
+    python benchmarks/bench_onnx.py --quick    # narrow models, batch 1 and 4, 2 rounds (a smoke test)
+
+Models (random weights: latency does not depend on their values, only on their shapes and zeros):
+
+- the default pruning job's ResNet-18 (``resnet18_cifar``, 32×32 inputs): ``dense``; ``compacted``,
+  50 % of the channels of every group removed by magnitude and ``Pruner.compact``; ``sparse``, 90 %
+  of the weights zeroed by magnitude and baked (dense with zeros, what ``task=prune`` exports);
+- the default inpainting U-Net (``conf/net/pconv_unet.yaml``) at 256², partial convolutions
+  exported as plain ops.
+
+Each model is exported with ``task=export``'s code (traced, masking ops decomposed, checked against
+PyTorch on real inputs before use) and both runtimes run the same inputs with the same thread count,
+in interleaved rounds. PyTorch runs the ResNets channels-last, as the pruning report times them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, machine_line, provenance, write_report
+
+sys.path.insert(0, str(REPO))
+from hydra.utils import instantiate
+
+from datamodules.digits import load_digits_tensors
+from masking.models import resnet18_cifar
+from masking.pruning import Pruner
+from tasks.jobs.export import inpainting_inputs
+from tasks.runtime.cost import measure_latency
+from tasks.runtime.exporting import (
+    export_checked,
+    onnx_session,
+    ort_version,
+    session_latency,
+    signature_for,
+)
+from tests.hydra_config import compose_config
+
+
+def digits(batch: int) -> torch.Tensor:
+    images, _ = load_digits_tensors()
+    x = images[torch.arange(batch) % len(images)].float().reshape(-1, 1, 8, 8) / 16
+    return F.interpolate(x, size=32, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+
+
+def models(quick: bool) -> dict[str, tuple[torch.nn.Module, object, bool]]:
+    """``{name: (model, make_input(batch), channels_last)}``; ``quick``: a quarter of the widths."""
+    torch.manual_seed(0)
+    dense = resnet18_cifar(num_classes=10, width=16 if quick else 64).eval()
+    example = digits(2)
+    compacted = Pruner(
+        copy.deepcopy(dense),
+        method="magnitude",
+        granularity="channel",
+        sparsity=0.5,
+        example_inputs=example,
+        exclude=("fc",),
+    ).compact(example)
+    sparse = Pruner(copy.deepcopy(dense), method="magnitude", granularity="weight", sparsity=0.9)
+    unet_overrides = ["net.base_width=8", "net.max_width=32", "net.depth=3"] if quick else []
+    unet = instantiate(compose_config(None, unet_overrides).net).eval()
+
+    def photos(batch: int):
+        images, masks = inpainting_inputs(batch=2)
+        index = torch.arange(batch) % 2
+        return images[index], masks[index]
+
+    return {
+        "resnet18_cifar dense": (dense, digits, True),
+        "resnet18_cifar compacted 50 % channels": (compacted.eval(), digits, True),
+        "resnet18_cifar 90 % sparse (baked)": (sparse.bake().eval(), digits, True),
+        f"pconv_unet ({'narrow' if quick else 'default'}) 256²": (unet, photos, False),
+    }
+
+
+def bench(name, model, make_input, channels_last, batches, rounds, repeats, work) -> dict:
+    inputs = make_input(8)
+    signature = signature_for(model, inputs)
+    path = work / f"{len(list(work.iterdir()))}.onnx"
+    export = export_checked(model, signature, path)
+    session = onnx_session(path)
+    torch_model = copy.deepcopy(model)
+    if channels_last:
+        torch_model = torch_model.to(memory_format=torch.channels_last)
+    rows = {}
+    for batch in batches:
+        args = make_input(batch)
+        args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
+        torch_args = tuple(
+            a.contiguous(memory_format=torch.channels_last) if channels_last and a.dim() == 4 else a
+            for a in args
+        )
+        samples = {"pytorch": [], "onnxruntime": []}
+        for _ in range(rounds):
+            timed = measure_latency(torch_model, torch_args, repeats=repeats, warmup=1)
+            samples["pytorch"].append(timed["median_ms"])
+            samples["onnxruntime"].append(
+                session_latency(session, signature.input_names, args, repeats, 1)
+            )
+        pytorch, runtime = (statistics.median(samples[k]) for k in ("pytorch", "onnxruntime"))
+        rows[f"batch_{batch}"] = {
+            "pytorch_ms": pytorch,
+            "onnxruntime_ms": runtime,
+            "onnxruntime_speedup": pytorch / runtime,
+        }
+        print(f"{name}, batch {batch}: PyTorch {pytorch:.2f} ms, onnxruntime {runtime:.2f} ms")
+    worst = max(c["of_allowed"] for c in export["checks"])
+    return {"model": name, "parity_of_allowed": worst, "bytes": export["bytes"], "batches": rows}
+
+
+def table(results: list[dict], batches: list[int]) -> list[str]:
+    head = " | ".join(f"b{b} PyTorch ms | b{b} onnxruntime ms (×)" for b in batches)
+    lines = [f"| model | {head} |", "|---|" + "---|---|" * len(batches)]
+    for r in results:
+        cells = []
+        for b in batches:
+            row = r["batches"][f"batch_{b}"]
+            cells.append(
+                f"{row['pytorch_ms']:.2f} | {row['onnxruntime_ms']:.2f} "
+                f"({row['onnxruntime_speedup']:.2f}×)"
+            )
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def speedups(results: list[dict], batches: list[int]) -> list[str]:
+    """Each pruned ResNet's speedup over the dense one, in each runtime: does pruning pay there?"""
+    dense = results[0]["batches"]
+    head = " | ".join(f"b{b} PyTorch | b{b} onnxruntime" for b in batches)
+    lines = [f"| pruned ÷ dense | {head} |", "|---|" + "---|---|" * len(batches)]
+    for r in results[1:3]:
+        cells = []
+        for b in batches:
+            mine, base = r["batches"][f"batch_{b}"], dense[f"batch_{b}"]
+            cells.append(
+                f"{base['pytorch_ms'] / mine['pytorch_ms']:.2f}× | "
+                f"{base['onnxruntime_ms'] / mine['onnxruntime_ms']:.2f}×"
+            )
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="narrow models, batch 1 and 4, 2 rounds"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    batches = [1, 4] if args.quick else [1, 32]
+    rounds, repeats = (2, 2) if args.quick else (7, 5)
+    with tempfile.TemporaryDirectory(prefix="bench_onnx_") as tmp:
+        results = [
+            bench(name, *spec, batches, rounds, repeats, Path(tmp))
+            for name, spec in models(args.quick).items()
+        ]
+    payload = {
+        **provenance(torch.device("cpu")),
+        "onnxruntime": ort_version(),
+        "threads": args.threads,
+        "batches": batches,
+        "rounds": rounds,
+        "repeats": repeats,
+        "results": results,
+    }
+    lines = [
+        "# onnxruntime against PyTorch on CPU",
+        "",
+        f"onnxruntime {ort_version()}, {args.threads} threads for both; median of {rounds} "
+        f"interleaved rounds of {repeats} calls; (×) = PyTorch time ÷ onnxruntime time. Every "
+        "export matched PyTorch on real inputs at fp32 tolerance before it was timed.",
+        "",
+        *table(results, batches),
+        "",
+        *speedups(results, batches),
+        "",
+        machine_line(payload),
+    ]
+    write_report(args.out, payload, "\n".join(lines) + "\n", suite="onnx")
+
+
+if __name__ == "__main__":
+    main()

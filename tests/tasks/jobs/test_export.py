@@ -1,0 +1,97 @@
+"""task=export: pruning runs and inpainting checkpoints become checked ONNX / torch.export files;
+the pruning report times both models in onnxruntime; the user's files are never replaced unasked;
+bad input is one error line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from masking.pruning import load_example_inputs, load_pruned
+from tasks import run
+from tasks.runtime.exporting import onnx_session
+from tests.helpers.jobs import prune_fast, read_json
+from tests.helpers.models import inpaint_checkpoint
+from tests.hydra_config import compose_config, error_line, run_cli
+
+
+@pytest.fixture(scope="module")
+def inpaint_ckpt(tmp_path_factory):
+    return inpaint_checkpoint(tmp_path_factory.mktemp("ckpt") / "last.ckpt")
+
+
+def test_a_pruning_run_times_onnxruntime_and_exports_on_its_own_inputs(tmp_path):
+    overrides = [
+        *prune_fast(tmp_path),
+        "pruning=slimming",
+        "pruning.sparsity=0.5",
+        "task.latency.onnxruntime=true",
+    ]
+    run(compose_config(tmp_path / "prune", overrides))
+    report = read_json(tmp_path / "prune" / "prune_report.json")
+    onnx = report["onnxruntime"]
+    assert set(onnx) == {"dense", "final", "speedup"}, onnx
+    assert set(onnx["final"]) == {"batch_1", "batch_4"}
+    assert onnx["speedup"]["batch_4"] == onnx["dense"]["batch_4"] / onnx["final"]["batch_4"]
+    assert "onnxruntime" in (tmp_path / "prune" / "prune_report.md").read_text()
+    metrics = read_json(tmp_path / "prune" / "metrics.json")
+    assert metrics["final/onnx_speedup_batch_4"] == onnx["speedup"]["batch_4"]
+
+    export = tmp_path / "prune" / "export"
+    (inputs,) = load_example_inputs(export)  # the validation digits the compaction was checked on
+    assert inputs.shape == (8, 3, 16, 16)
+    run(compose_config(tmp_path / "onnx", ["task=export", f"ckpt_path={export}"]))
+    record = read_json(tmp_path / "onnx" / "export.json")
+    assert [c["shapes"] for c in record["checks"]] == [[[1, 3, 16, 16]], [[2, 3, 20, 20]]]
+    model = load_pruned(export)
+    session = onnx_session(tmp_path / "onnx" / "model.onnx")
+    got = session.run(None, {"input": inputs.numpy()})[0]
+    with torch.no_grad():
+        want = model(inputs).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+    run(
+        compose_config(
+            tmp_path / "pt2", ["task=export", f"ckpt_path={export}", "format=torch_export"]
+        )
+    )
+    program = torch.export.load(str(tmp_path / "pt2" / "model.pt2")).module()
+    with torch.no_grad():
+        torch.testing.assert_close(program(inputs), model(inputs), rtol=1e-4, atol=1e-5)
+
+
+def test_an_inpainting_checkpoint_exports_and_an_existing_file_is_kept(tmp_path, inpaint_ckpt):
+    out = tmp_path / "deploy" / "unet.onnx"
+    common = ["task=export", f"ckpt_path={inpaint_ckpt}", f"output={out}"]
+    result = run_cli(*common, f"hydra.run.dir={tmp_path / 'a'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "a" / "export.json").read_text())
+    assert record["kind"] == "inpainting network" and out.stat().st_size == record["bytes"]
+    assert all(c["of_allowed"] <= 1 for c in record["checks"])
+    assert set(record["latency_ms"]["pytorch"]) == {"batch_1"}
+    before = out.read_bytes()
+    line = error_line(run_cli(*common, f"hydra.run.dir={tmp_path / 'b'}"))
+    assert f"output '{out}' exists: choose another name (overwrite=true replaces it)" in line
+    assert out.read_bytes() == before
+    result = run_cli(*common, "overwrite=true", f"hydra.run.dir={tmp_path / 'c'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "text"),
+    [
+        (["format=tflite"], "format must be one of onnx, torch_export, got 'tflite'"),
+        ([], "ckpt_path is required for task=export"),
+        (["ckpt_path={tmp}"], "is a folder without architecture.json: give the export/ folder"),
+        (["ckpt_path={tmp}/nothing.ckpt"], "nothing.ckpt' is not a file"),
+        (["ckpt_path={ckpt}", "output={tmp}"], "is a folder; name the file to write"),
+    ],
+    ids=["format", "no ckpt_path", "folder", "missing file", "output folder"],
+)
+def test_bad_export_input_is_one_line(tmp_path, inpaint_ckpt, overrides, text):
+    overrides = [o.format(tmp=tmp_path, ckpt=inpaint_ckpt) for o in overrides]
+    result = run_cli("task=export", *overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    assert text in error_line(result)
