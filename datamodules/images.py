@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -32,17 +33,19 @@ def list_images(root: str | Path, *, argument: str = "root") -> list[Path]:
     return files
 
 
-def read_image(path: str | Path) -> Tensor:
-    """A float ``(3, H, W)`` RGB image in [0, 1].
+def read_image(path: str | Path | BinaryIO, *, name: str | None = None) -> Tensor:
+    """A float ``(3, H, W)`` RGB image in [0, 1], from a file or an open binary stream.
 
     EXIF orientation is applied; grey, grey+alpha, palette, RGBA (alpha dropped, not composited) and
-    16-bit images are converted. Raises ``ImageReadError`` for a file that is not a readable image.
+    16-bit images are converted. Raises ``ImageReadError`` for a file that is not a readable image,
+    naming ``name`` (default: the path).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
+    source = path if hasattr(path, "read") else Path(path)
+    name = name or str(source)
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(image, dtype=np.float32)
@@ -55,7 +58,7 @@ def read_image(path: str | Path) -> Tensor:
                 array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(
-            f"{path} is not a readable image ({type(err).__name__}: {err})"
+            f"{name} is not a readable image ({type(err).__name__}: {err})"
         ) from None
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).clamp(0, 1).contiguous()
 

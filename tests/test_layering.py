@@ -1,6 +1,6 @@
-"""The import graph points one way: run → jobs → pruning, modules, sweep → runtime → masking, with
-no cycle, and no function-local import that exists to dodge one. Read from the source with ast, so
-it holds for code no test happens to import."""
+"""The import graph points one way: run → jobs → serve → pruning, modules, sweep → runtime →
+masking, with no cycle, and no function-local import that exists to dodge one. Read from the source
+with ast, so it holds for code no test happens to import."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 TASKS = REPO / "tasks"
 
 # the layers of tasks/, lowest first; a package may import only from lower layers (and itself)
-RANK = {"runtime": 0, "modules": 1, "pruning": 1, "sweep": 1, "jobs": 2, "run": 3}
-RANK |= {"__main__": 4, "__init__": 4}  # the entries: `python -m tasks`, `from tasks import run`
+RANK = {"runtime": 0, "modules": 1, "pruning": 1, "sweep": 1, "serve": 2, "jobs": 3, "run": 4}
+RANK |= {"__main__": 5, "__init__": 5}  # the entries: `python -m tasks`, `from tasks import run`
 # heavy or optional packages that only some runs need, imported where they are used
 LAZY = {"matplotlib", "matplotlib.pyplot", "torch_fidelity", "torchmetrics.image.lpip"}
 LAZY |= {"torch_fidelity.feature_extractor_inceptionv3", "torchmetrics.image.fid"}
@@ -100,7 +100,7 @@ def test_imports_point_down_the_layers(module):
         if other == source:
             continue
         assert RANK[other] < RANK[source], (
-            f"{module} ({source}) imports {target} ({other}): imports point run → jobs → "
+            f"{module} ({source}) imports {target} ({other}): imports point run → jobs → serve → "
             "pruning/modules/sweep → runtime"
         )
 

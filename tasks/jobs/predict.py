@@ -6,14 +6,13 @@ import logging
 import os
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from datamodules.images import IMAGE_SUFFIXES, list_images, read_image
 from masking.generators import load_mask_file
 
-from ..modules.inference import OVERLAP, TILE, inpaint
+from ..modules.inference import OVERLAP, TILE, inpaint_8bit
 from ..runtime.checkpoints import load_inpainting_network, trusted
 from ..runtime.files import save_image, write_json
 
@@ -166,12 +165,9 @@ def run_predict(
                 image_path.name,
                 holes_are_white,
             )
-        result = inpaint(net, image, (~holes).float(), tile=tile, overlap=overlap)
-        # known pixels are copied in 8-bit, so they are bit-identical to the input's
-        original = (image * 255).round()
-        filled = torch.where(holes[None], (result * 255).round(), original)
+        filled = inpaint_8bit(net, image, holes, tile=tile, overlap=overlap)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(out_path, filled / 255)
+        save_image(out_path, filled)
     metrics = {"predict/images": float(len(images))}
     write_json(run_dir / "metrics.json", metrics)
     log.info("inpainted %d image(s) into %s", len(images), output_dir)

@@ -32,6 +32,17 @@ def inpaint(
     return torch.where(mask.bool()[None], image, out)
 
 
+def inpaint_8bit(
+    net: nn.Module, image: Tensor, holes: Tensor, *, tile: int = TILE, overlap: int = OVERLAP
+) -> Tensor:
+    """:func:`inpaint` for a picture to be saved in 8 bits: ``image`` ``(3, H, W)``, ``holes`` a bool
+    ``(H, W)`` (True = fill). The result is on the 8-bit grid, and its known pixels are the input's
+    own 8-bit values, bit for bit, whatever the network does."""
+    result = inpaint(net, image, (~holes).float(), tile=tile, overlap=overlap)
+    original = (image * 255).round()
+    return torch.where(holes[None], (result * 255).round(), original) / 255
+
+
 def _whole(net: nn.Module, image: Tensor, mask: Tensor) -> Tensor:
     multiple = getattr(net, "size_multiple", 1)
     h, w = image.shape[1:]

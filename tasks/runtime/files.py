@@ -17,6 +17,7 @@ from masking.io import write_atomic
 
 __all__ = [
     "AtomicCheckpointIO",
+    "encode_png",
     "load_tensors",
     "save_image",
     "save_torch",
@@ -36,12 +37,17 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return write_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def save_image(path: str | Path, image: Tensor) -> Path:
-    """Save a float ``(3, H, W)`` image in [0, 1] as PNG."""
+def encode_png(image: Tensor) -> bytes:
+    """A float ``(3, H, W)`` image in [0, 1] as the bytes of an 8-bit PNG."""
     array = (image.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    return write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_image(path: str | Path, image: Tensor) -> Path:
+    """Save a float ``(3, H, W)`` image in [0, 1] as PNG."""
+    return write_atomic(path, encode_png(image))
 
 
 def load_tensors(path: Path, missing: str, unreadable: str, map_location: Any = "cpu") -> Any:
