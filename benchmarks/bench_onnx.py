@@ -7,7 +7,8 @@ Models (random weights: latency does not depend on their values, only on their s
 
 - the default pruning job's ResNet-18 (``resnet18_cifar``, 32×32 inputs): ``dense``; ``compacted``,
   50 % of the channels of every group removed by magnitude and ``Pruner.compact``; ``sparse``, 90 %
-  of the weights zeroed by magnitude and baked (dense with zeros, what ``task=prune`` exports);
+  of each layer's weights zeroed by magnitude and baked (dense with zeros, as ``task=prune``
+  exports unstructured pruning);
 - the default inpainting U-Net (``conf/net/pconv_unet.yaml``) at 256², partial convolutions
   exported as plain ops.
 
@@ -29,14 +30,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, machine_line, provenance, write_report
+from _common import REPO, machine_line, provenance, pruned_pair, write_report
 
 sys.path.insert(0, str(REPO))
 from hydra.utils import instantiate
 
 from datamodules.digits import load_digits_tensors
 from masking.models import resnet18_cifar
-from masking.pruning import Pruner
 from tasks.jobs.export import inpainting_inputs
 from tasks.runtime.cost import measure_latency
 from tasks.runtime.exporting import (
@@ -59,16 +59,7 @@ def models(quick: bool) -> dict[str, tuple[torch.nn.Module, object, bool]]:
     """``{name: (model, make_input(batch), channels_last)}``; ``quick``: a quarter of the widths."""
     torch.manual_seed(0)
     dense = resnet18_cifar(num_classes=10, width=16 if quick else 64).eval()
-    example = digits(2)
-    compacted = Pruner(
-        copy.deepcopy(dense),
-        method="magnitude",
-        granularity="channel",
-        sparsity=0.5,
-        example_inputs=example,
-        exclude=("fc",),
-    ).compact(example)
-    sparse = Pruner(copy.deepcopy(dense), method="magnitude", granularity="weight", sparsity=0.9)
+    compacted, sparse = pruned_pair(dense, digits(2), "fc")
     unet_overrides = ["net.base_width=8", "net.max_width=32", "net.depth=3"] if quick else []
     unet = instantiate(compose_config(None, unet_overrides).net).eval()
 
@@ -79,8 +70,8 @@ def models(quick: bool) -> dict[str, tuple[torch.nn.Module, object, bool]]:
 
     return {
         "resnet18_cifar dense": (dense, digits, True),
-        "resnet18_cifar compacted 50 % channels": (compacted.eval(), digits, True),
-        "resnet18_cifar 90 % sparse (baked)": (sparse.bake().eval(), digits, True),
+        "resnet18_cifar compacted 50 % channels": (compacted, digits, True),
+        "resnet18_cifar 90 % sparse (baked)": (sparse, digits, True),
         f"pconv_unet ({'narrow' if quick else 'default'}) 256²": (unet, photos, False),
     }
 

@@ -29,9 +29,8 @@ import torchvision
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import provenance, time_side_by_side, write_report
+from _common import provenance, pruned_pair, time_side_by_side, write_report
 
-from masking.pruning import Pruner
 from masking.pruning.sparsify import sparsify
 
 MODELS = ("resnet18", "resnet50")
@@ -71,23 +70,7 @@ def build(name: str, size: int, g: torch.Generator):
     torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=g)))
     dense = getattr(torchvision.models, name)(weights=None).eval()
     example = torch.randn(2, 3, size, size, generator=g)
-    channel = Pruner(
-        copy.deepcopy(dense),
-        method="magnitude",
-        granularity="channel",
-        sparsity=0.5,
-        example_inputs=example,
-        exclude=("fc",),
-    )
-    compacted = channel.compact(example).eval()
-    unstructured = Pruner(
-        copy.deepcopy(dense),
-        method="magnitude",
-        granularity="weight",
-        sparsity=0.9,
-        allocation="layer",
-    )
-    baked = unstructured.bake().eval()
+    compacted, baked = pruned_pair(dense, example, "fc")
     return dense, compacted, baked
 
 

@@ -9,7 +9,7 @@ exported program keeps its dynamic batch and image size.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,32 +37,20 @@ def masked_linear(x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None) 
 
 
 def masked_conv2d(
-    x: Tensor,
-    weight: Tensor,
-    mask: Tensor,
-    bias: Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
+    x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None, *geometry
 ) -> Tensor:
-    return F.conv2d(x, weight * _as(mask, weight), bias, stride, padding, dilation, groups)
+    """``geometry``: stride, padding, dilation, groups, as the op takes them."""
+    return F.conv2d(x, weight * _as(mask, weight), bias, *geometry)
 
 
 def partial_conv2d(
-    x: Tensor,
-    mask: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
+    x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, *geometry
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``conv(x ⊙ m) · window / count + bias · valid``, the count a box sum of the mask (exact for
     0/1 masks: slices and adds, never a ones-kernel convolution)."""
+    stride, padding, dilation, groups = geometry
     scale, valid = _valid_scale(mask, weight.shape, stride, padding, dilation, groups, x)
-    out = F.conv2d(x * _as(mask, x), weight, None, stride, padding, dilation, groups)
+    out = F.conv2d(x * _as(mask, x), weight, None, *geometry)
     channels = weight.shape[0]
     acc = out.to(scale.dtype) * reference.expand_groups(scale, channels)
     if bias is not None:
