@@ -76,39 +76,69 @@ def models(quick: bool) -> dict[str, tuple[torch.nn.Module, object, bool]]:
     }
 
 
-def bench(name, model, make_input, channels_last, batches, rounds, repeats, work) -> dict:
-    inputs = make_input(8)
-    signature = signature_for(model, inputs)
+def prepare(name, model, make_input, channels_last, work: Path) -> dict:
+    """The checked ONNX export and its session, and the PyTorch model as the pruning report runs it."""
+    signature = signature_for(model, make_input(8))
     path = work / f"{len(list(work.iterdir()))}.onnx"
     export = export_checked(model, signature, path)
-    session = onnx_session(path)
     torch_model = copy.deepcopy(model)
     if channels_last:
         torch_model = torch_model.to(memory_format=torch.channels_last)
-    rows = {}
+    return {
+        "name": name,
+        "make_input": make_input,
+        "channels_last": channels_last,
+        "signature": signature,
+        "session": onnx_session(path),
+        "torch_model": torch_model,
+        "parity_of_allowed": max(c["of_allowed"] for c in export["checks"]),
+        "bytes": export["bytes"],
+    }
+
+
+def time_all(prepared: list[dict], batches, rounds: int, repeats: int) -> list[dict]:
+    """Every model in both runtimes, interleaved within each round, so the ratios between models
+    and between runtimes are measured side by side."""
+    rows: list[dict] = [{} for _ in prepared]
     for batch in batches:
-        args = make_input(batch)
-        args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
-        torch_args = tuple(
-            a.contiguous(memory_format=torch.channels_last) if channels_last and a.dim() == 4 else a
-            for a in args
-        )
-        samples = {"pytorch": [], "onnxruntime": []}
-        for _ in range(rounds):
-            timed = measure_latency(torch_model, torch_args, repeats=repeats, warmup=1)
-            samples["pytorch"].append(timed["median_ms"])
-            samples["onnxruntime"].append(
-                session_latency(session, signature.input_names, args, repeats, 1)
+        samples = [{"pytorch": [], "onnxruntime": []} for _ in prepared]
+        inputs = []
+        for p in prepared:
+            args = p["make_input"](batch)
+            args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
+            torch_args = tuple(
+                a.contiguous(memory_format=torch.channels_last)
+                if p["channels_last"] and a.dim() == 4
+                else a
+                for a in args
             )
-        pytorch, runtime = (statistics.median(samples[k]) for k in ("pytorch", "onnxruntime"))
-        rows[f"batch_{batch}"] = {
-            "pytorch_ms": pytorch,
-            "onnxruntime_ms": runtime,
-            "onnxruntime_speedup": pytorch / runtime,
+            inputs.append((args, torch_args))
+        for _ in range(rounds):
+            for p, sample, (args, torch_args) in zip(prepared, samples, inputs):
+                timed = measure_latency(p["torch_model"], torch_args, repeats=repeats, warmup=1)
+                sample["pytorch"].append(timed["median_ms"])
+                sample["onnxruntime"].append(
+                    session_latency(p["session"], p["signature"].input_names, args, repeats, 1)
+                )
+        for p, sample, row in zip(prepared, samples, rows):
+            pytorch, runtime = (statistics.median(sample[k]) for k in ("pytorch", "onnxruntime"))
+            row[f"batch_{batch}"] = {
+                "pytorch_ms": pytorch,
+                "onnxruntime_ms": runtime,
+                "onnxruntime_speedup": pytorch / runtime,
+            }
+            print(
+                f"{p['name']}, batch {batch}: PyTorch {pytorch:.2f} ms, onnxruntime {runtime:.2f} ms"
+            )
+    return [
+        {
+            "model": p["name"],
+            "parity_of_allowed": p["parity_of_allowed"],
+            "bytes": p["bytes"],
+            "batches": row,
         }
-        print(f"{name}, batch {batch}: PyTorch {pytorch:.2f} ms, onnxruntime {runtime:.2f} ms")
-    worst = max(c["of_allowed"] for c in export["checks"])
-    return {"model": name, "parity_of_allowed": worst, "bytes": export["bytes"], "batches": rows}
+        for p, row in zip(prepared, rows)
+    ]
 
 
 def table(results: list[dict], batches: list[int]) -> list[str]:
@@ -155,10 +185,8 @@ def main() -> None:
     batches = [1, 4] if args.quick else [1, 32]
     rounds, repeats = (2, 2) if args.quick else (7, 5)
     with tempfile.TemporaryDirectory(prefix="bench_onnx_") as tmp:
-        results = [
-            bench(name, *spec, batches, rounds, repeats, Path(tmp))
-            for name, spec in models(args.quick).items()
-        ]
+        prepared = [prepare(name, *spec, Path(tmp)) for name, spec in models(args.quick).items()]
+        results = time_all(prepared, batches, rounds, repeats)
     payload = {
         **provenance(torch.device("cpu")),
         "onnxruntime": ort_version(),
@@ -171,9 +199,10 @@ def main() -> None:
     lines = [
         "# onnxruntime against PyTorch on CPU",
         "",
-        f"onnxruntime {ort_version()}, {args.threads} threads for both; median of {rounds} "
-        f"interleaved rounds of {repeats} calls; (×) = PyTorch time ÷ onnxruntime time. Every "
-        "export matched PyTorch on real inputs at fp32 tolerance before it was timed.",
+        f"onnxruntime {ort_version()}, {args.threads} threads for both; median of {rounds} rounds of "
+        f"{repeats} calls, every model in both runtimes interleaved within each round; (×) = "
+        "PyTorch time ÷ onnxruntime time. Every export matched PyTorch on real inputs at fp32 "
+        "tolerance before it was timed.",
         "",
         *table(results, batches),
         "",
