@@ -92,6 +92,7 @@ def prepare(name, model, make_input, channels_last, work: Path) -> dict:
         "session": onnx_session(path),
         "torch_model": torch_model,
         "parity_of_allowed": max(c["of_allowed"] for c in export["checks"]),
+        "parity_max_abs_error": max(c["max_abs_error"] for c in export["checks"]),
         "bytes": export["bytes"],
     }
 
@@ -134,6 +135,7 @@ def time_all(prepared: list[dict], batches, rounds: int, repeats: int) -> list[d
         {
             "model": p["name"],
             "parity_of_allowed": p["parity_of_allowed"],
+            "parity_max_abs_error": p["parity_max_abs_error"],
             "bytes": p["bytes"],
             "batches": row,
         }
@@ -143,9 +145,12 @@ def time_all(prepared: list[dict], batches, rounds: int, repeats: int) -> list[d
 
 def table(results: list[dict], batches: list[int]) -> list[str]:
     head = " | ".join(f"b{b} PyTorch ms | b{b} onnxruntime ms (×)" for b in batches)
-    lines = [f"| model | {head} |", "|---|" + "---|---|" * len(batches)]
+    lines = [
+        f"| model | parity: max error (÷ allowed) | {head} |",
+        "|---|---|" + "---|---|" * len(batches),
+    ]
     for r in results:
-        cells = []
+        cells = [f"{r['parity_max_abs_error']:.2g} ({r['parity_of_allowed']:.3f})"]
         for b in batches:
             row = r["batches"][f"batch_{b}"]
             cells.append(
