@@ -121,7 +121,8 @@ class GatedGenerator(nn.Module):
     def forward(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         check_image_and_mask(image, mask, multiple=self.size_multiple)
         mask = mask.to(image.dtype)
-        x = mask_product(image, mask)
+        # whatever the holes hold, NaN included (NaN · 0 is NaN), the network never sees it
+        x = mask_product(image.masked_fill(mask == 0, 0), mask)
         coarse = self.coarse(torch.cat([x, mask], 1), mask)
         composite = x + mask_product(coarse, 1 - mask)
         refined = self.refine(torch.cat([composite, mask], 1), torch.ones_like(mask))

@@ -148,7 +148,8 @@ class PConvUNet(nn.Module):
             hint=" (2 ** depth); pad it (predict pads and crops back)",
         )
         mask = mask.to(image.dtype)
-        x = mask_product(image, mask)  # whatever the holes held, the network never sees it
+        # whatever the holes hold, NaN included (NaN · 0 is NaN), the network never sees it
+        x = mask_product(image.masked_fill(mask == 0, 0), mask)
         if self.mask_as_input:
             x = torch.cat([x, mask], 1)
         skips = [(x, mask)]

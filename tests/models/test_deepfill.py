@@ -19,7 +19,10 @@ class TestGatedGenerator:
         gen = GatedGenerator(layer, width=4)
         image, mask = torch.rand(2, 3, 32, 32), blob_mask(2, 32, 0.4)
         poisoned = image * mask + 1e3 * torch.randn_like(image) * (1 - mask)
+        missing = image.masked_fill(mask == 0, float("nan"))  # NaN · 0 would be NaN
         for a, b in zip(gen(poisoned, mask), gen(image, mask)):
+            torch.testing.assert_close(a, b)
+        for a, b in zip(gen(missing, mask), gen(image, mask)):
             torch.testing.assert_close(a, b)
 
     def test_every_parameter_learns(self, layer):

@@ -25,9 +25,12 @@ class TestPConvUNet:
         net = small(layer)
         image, mask = torch.rand(2, 3, 32, 32), blob_mask(2, 32, 0.4)
         poisoned = image * mask + 1e3 * torch.randn_like(image) * (1 - mask)
+        missing = image.masked_fill(mask == 0, float("nan"))  # NaN · 0 would be NaN
+        missing[:, :, :2] = missing[:, :, :2].masked_fill(mask[:, :, :2] == 0, float("inf"))
         for mode in (net.train, net.eval):
             mode()
             torch.testing.assert_close(net(poisoned, mask), net(image, mask))
+            torch.testing.assert_close(net(missing, mask), net(image, mask))
 
     def test_every_parameter_learns(self, layer):
         net = small(layer)
