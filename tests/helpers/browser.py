@@ -47,6 +47,9 @@ def chromium(width: int = 1400, height: int = 900) -> Iterator:
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         options.add_argument(f"--user-data-dir={profile}")
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        # the window size includes the browser's own frame: fix the page's viewport instead
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         try:
             yield driver
         finally:

@@ -6,6 +6,8 @@ it)."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +16,9 @@ from scipy import ndimage
 
 from masking.models import PConvUNet
 from tests.helpers.browser import chromium, inpaint_on_page, missing_browser
+from tests.helpers.models import inpaint_checkpoint
 from tests.helpers.serve import serving
+from tests.hydra_config import REPO
 
 pytestmark = pytest.mark.skipif(missing_browser() is not None, reason=str(missing_browser()))
 
@@ -52,3 +56,21 @@ def test_strokes_drawn_in_the_browser_are_inpainted_and_nothing_else_changes(tmp
     assert changed[core].mean() > 0.9, "the painted pixels were not inpainted"
     assert message.startswith("Done")
     assert (tmp_path / "page.png").stat().st_size > 0
+
+
+def test_the_docs_screenshot_script_writes_a_picture_of_the_page(tmp_path):
+    checkpoint = inpaint_checkpoint(tmp_path / "last.ckpt")
+    out = tmp_path / "serve.png"
+    command = [
+        sys.executable,
+        "docs/serve_screenshot.py",
+        "--ckpt",
+        str(checkpoint),
+        "--out",
+        str(out),
+    ]
+    # generous: Python, torch and Chromium start in seconds, more on a loaded machine
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(out) as picture:
+        assert picture.size == (1400, 620)
