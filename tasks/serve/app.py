@@ -10,16 +10,17 @@ user sends reaches a traceback on the page.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import logging
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -108,7 +109,17 @@ def make_app(
     page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
     max_bytes = int(max_upload_mb * 1e6)
     max_pixels = int(max_megapixels * 1e6)
-    lock = threading.Lock()  # one inpainting at a time: each already uses every torch thread
+    # one inpainting at a time (each already uses every torch thread), on a thread of our own that
+    # is joined when the server stops: torch work left on a pool's thread at interpreter exit
+    # aborted the process ("terminate called without an active exception")
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inpaint")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        try:
+            yield
+        finally:
+            executor.shutdown(wait=True)
 
     def work(image_data: bytes, mask_data: bytes, name: str) -> bytes:
         size = _image_size(image_data, "photo", max_pixels)
@@ -117,8 +128,7 @@ def make_app(
             image = read_image(io.BytesIO(image_data), name=name)
         except ImageReadError as err:
             raise BadUpload(str(err)) from None
-        with lock:
-            filled = inpaint_8bit(net, image, holes, tile=tile, overlap=overlap)
+        filled = inpaint_8bit(net, image, holes, tile=tile, overlap=overlap)
         return encode_png(filled)
 
     async def index(request: Request) -> Response:
@@ -139,7 +149,8 @@ def make_app(
                 image_data = await _field(form, "image")
                 mask_data = await _field(form, "mask")
                 name = Path(getattr(form.get("image"), "filename", None) or "image").name
-            png = await run_in_threadpool(work, image_data, mask_data, name)
+            loop = asyncio.get_running_loop()
+            png = await loop.run_in_executor(executor, work, image_data, mask_data, name)
         except BadUpload as err:
             log.info("refused an upload: %s", err)
             return JSONResponse({"error": str(err)}, status_code=err.status)
@@ -159,4 +170,4 @@ def make_app(
         Route("/inpaint", inpaint, methods=["POST"]),
         Route("/health", health),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, lifespan=lifespan)
