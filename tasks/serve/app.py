@@ -22,6 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -154,6 +155,11 @@ def make_app(
         except BadUpload as err:
             log.info("refused an upload: %s", err)
             return JSONResponse({"error": str(err)}, status_code=err.status)
+        except HTTPException as err:  # Starlette's own refusal: a malformed multipart body
+            return JSONResponse(
+                {"error": f"the upload could not be read ({err.detail})"},
+                status_code=err.status_code,
+            )
         except Exception as err:  # the page gets one line; the log keeps the traceback
             log.exception("inpainting failed")
             return JSONResponse(

@@ -117,6 +117,13 @@ def test_bad_uploads_get_one_line_and_a_client_error(net):
                 "this server takes at most 0.05 MB",
             ),
         }
+        broken = requests.post(
+            url + "inpaint",
+            data=b"--x\r\nnot a part",
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+            timeout=60,
+        )
+        cases["malformed multipart"] = (broken, 400, "the upload could not be read")
     for name, (reply, status, text) in cases.items():
         assert reply.status_code == status, (name, reply.text)
         message = reply.json()["error"]
