@@ -42,7 +42,9 @@ def scratch_like(t: Tensor, slot: str) -> Tensor:
     # allocation that the tracer can follow.
     if traced(t) or t.device.type != "cpu" or nbytes > MAX_BYTES or not _is_dense(t):
         return torch.empty_like(t)
-    key = (slot, tuple(t.shape), t.stride(), t.dtype)
+    # a buffer made under torch.inference_mode is an inference tensor, which may not be written
+    # outside it (and an ordinary one may not be handed out inside it): one pool for each
+    key = (slot, tuple(t.shape), t.stride(), t.dtype, torch.is_inference_mode_enabled())
     buffers = _pool.buffers
     buf = buffers.pop(key, None)
     if buf is None:
