@@ -94,6 +94,8 @@ def signature_for(model: nn.Module, inputs: Tensor | Sequence[Tensor]) -> Signat
     dynamic (height and width in steps of the network's ``size_multiple``); the checks run one
     example at the inputs' size and two at a size larger by a quarter, rounded to that multiple."""
     inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    # ordinary copies: inputs made under torch.inference_mode cannot be traced
+    inputs = tuple(t.detach().clone() for t in inputs)
     if not inputs or inputs[0].dim() != 4 or inputs[0].shape[0] < 2:
         raise ValueError(
             "the export needs real example inputs of at least 2 images, (B, C, H, W), got "

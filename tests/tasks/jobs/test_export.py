@@ -13,7 +13,7 @@ import torch
 from masking.pruning import load_example_inputs, load_pruned
 from tasks import run
 from tasks.runtime.exporting import onnx_session
-from tests.helpers.jobs import prune_fast, read_json
+from tests.helpers.jobs import prune_fast, prune_inpaint_fast, read_json
 from tests.helpers.models import inpaint_checkpoint
 from tests.hydra_config import compose_config, error_line, run_cli
 
@@ -61,6 +61,31 @@ def test_a_pruning_run_times_onnxruntime_and_exports_on_its_own_inputs(tmp_path)
     program = torch.export.load(str(tmp_path / "pt2" / "model.pt2")).module()
     with torch.no_grad():
         torch.testing.assert_close(program(inputs), model(inputs), rtol=1e-4, atol=1e-5)
+
+
+def test_a_compacted_partial_conv_unet_is_timed_and_exported_as_plain_onnx(tmp_path):
+    overrides = prune_inpaint_fast(
+        tmp_path,
+        "net.multi_channel_decoder=false",
+        "pruning=magnitude",
+        "pruning.granularity=channel",
+        "pruning.sparsity=0.5",
+        "task.latency.onnxruntime=true",
+    )
+    run(compose_config(tmp_path / "prune", overrides))
+    report = read_json(tmp_path / "prune" / "prune_report.json")
+    assert report["finalize"] == "compact"
+    assert set(report["onnxruntime"]) == {"dense", "final", "speedup"}, report["onnxruntime"]
+    export = tmp_path / "prune" / "export"
+    images, masks = load_example_inputs(export)  # validation crops and their masks
+    run(compose_config(tmp_path / "onnx", ["task=export", f"ckpt_path={export}"]))
+    record = read_json(tmp_path / "onnx" / "export.json")
+    assert [c["shapes"][0] for c in record["checks"]] == [[1, 3, 32, 32], [2, 3, 40, 40]]
+    session = onnx_session(tmp_path / "onnx" / "model.onnx")
+    (got,) = session.run(None, {"image": images.numpy(), "mask": masks.numpy()})
+    with torch.no_grad():
+        want = load_pruned(export)(images, masks).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
 def test_an_inpainting_checkpoint_exports_and_an_existing_file_is_kept(tmp_path, inpaint_ckpt):
