@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import reference
-from .ops import MIN_VALID_COUNT
+from .ops import valid_scale
 from .ops._partial_conv_cpu import scale_dtype
 
 
@@ -46,48 +46,15 @@ def masked_conv2d(
 def partial_conv2d(
     x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, *geometry
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``conv(x ⊙ m) · window / count + bias · valid``, the count a box sum of the mask (exact for
-    0/1 masks: slices and adds, never a ones-kernel convolution)."""
-    stride, padding, dilation, groups = geometry
-    scale, valid = _valid_scale(mask, weight.shape, stride, padding, dilation, groups, x)
+    """``conv(x ⊙ m) · window / count + bias · valid``; ``ops.valid_scale`` gives the ratio and the
+    new mask out of place while traced (a box sum of the mask: slices and adds)."""
+    scale, valid = valid_scale(mask, weight.shape, *geometry, scale_dtype(x))
     out = F.conv2d(x * _as(mask, x), weight, None, *geometry)
     channels = weight.shape[0]
     acc = out.to(scale.dtype) * reference.expand_groups(scale, channels)
     if bias is not None:
         acc = acc + bias.view(1, -1, 1, 1).to(acc.dtype) * reference.expand_groups(valid, channels)
     return acc.to(x.dtype), scale, valid.to(x.dtype)
-
-
-def _valid_scale(mask, weight_shape, stride, padding, dilation, groups, x) -> tuple[Tensor, Tensor]:
-    """``ops.valid_scale`` out of place: the ratio (0 below ``MIN_VALID_COUNT``) and the new mask."""
-    dtype = scale_dtype(x)
-    channels_per_group, kh, kw = weight_shape[1], weight_shape[2], weight_shape[3]
-    summed = mask.to(dtype)
-    window = kh * kw
-    if mask.shape[1] != 1:
-        window *= channels_per_group
-        b, _, h, w = mask.shape
-        summed = summed.reshape(b, groups, channels_per_group, h, w).sum(2)
-    count = _box_sum(summed, (kh, kw), stride, padding, dilation)
-    valid = count >= MIN_VALID_COUNT
-    scale = torch.where(valid, window / count.clamp_min(MIN_VALID_COUNT), 0.0)
-    return scale, valid.to(dtype)
-
-
-def _box_sum(m: Tensor, kernel, stride, padding, dilation) -> Tensor:
-    """``ops.box_sum2d`` out of place: the window sums of ``m`` (zero padding counts as hole)."""
-    m = F.pad(m, (padding[1], padding[1], padding[0], padding[0]))
-    for dim, taps, step, spread in (
-        (2, kernel[0], stride[0], dilation[0]),
-        (3, *kernel[1:], stride[1], dilation[1]),
-    ):
-        size = (m.shape[dim] - spread * (taps - 1) - 1) // step + 1
-        slices = [m.narrow(dim, i * spread, (size - 1) * step + 1) for i in range(taps)]
-        total = slices[0]
-        for part in slices[1:]:
-            total = total + part
-        m = total[:, :, ::step] if dim == 2 else total[:, :, :, ::step]
-    return m
 
 
 def plain_ops() -> dict[Callable, Callable]:

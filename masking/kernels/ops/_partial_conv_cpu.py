@@ -111,7 +111,8 @@ def _tap_sum(t: Tensor, dim: int, taps: int, stride: int, dilation: int, size: i
         return tap(0).clone()
     total = tap(0) + tap(1)
     for i in range(2, taps):
-        total += tap(i)
+        # out of place while traced: torch.export's functional graph holds no in-place add
+        total = total + tap(i) if traced(total) else total.add_(tap(i))
     return total
 
 
@@ -141,6 +142,10 @@ def valid_scale(
         b, _, h, w = mask.shape
         summed = mask.to(dtype).reshape(b, groups, channels_per_group, h, w).sum(2)
     count = box_sum2d(summed, (kh, kw), stride, padding, dilation)
+    if traced(count):  # the same values out of place, for a functional graph (torch.export)
+        valid = count >= MIN_VALID_COUNT
+        scale = torch.where(valid, window / count.clamp_min(MIN_VALID_COUNT), 0.0)
+        return scale, valid.to(count.dtype)
     # A window holding less than MIN_VALID_COUNT of valid input (only possible with soft masks) is a
     # hole: its count becomes inf, so the ratio is 0, stays finite and agrees with the new mask. Two
     # in-place passes and a sign, instead of a compare, a divide and a select that would each
