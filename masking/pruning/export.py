@@ -107,9 +107,7 @@ def export_pruned(
     if where is not None:
         raise ValueError(f"{where!r} has parametrizations; bake them before exporting")
     directory = Path(directory)
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    weights = buffer.getvalue()
+    weights = _saved(model.state_dict())
     spec = {
         "format_version": FORMAT_VERSION,
         "builder": dict(builder),
@@ -122,9 +120,7 @@ def export_pruned(
         tensors = (example_inputs,) if isinstance(example_inputs, Tensor) else example_inputs
         if not tensors or not all(isinstance(t, Tensor) for t in tensors):
             raise ValueError("example_inputs must be a tensor or a tuple of tensors")
-        buffer = io.BytesIO()
-        torch.save([t.detach().cpu() for t in tensors], buffer)
-        inputs = buffer.getvalue()
+        inputs = _saved([t.detach().cpu() for t in tensors])
         spec["inputs"] = {
             "file": INPUTS_FILE,
             "sha256": hashlib.sha256(inputs).hexdigest(),
@@ -152,19 +148,10 @@ def load_example_inputs(directory: str | Path) -> tuple[Tensor, ...] | None:
     recorded = spec.get("inputs")
     if recorded is None:
         return None
-    path = directory / INPUTS_FILE
-    if not path.is_file():
+    if not (directory / INPUTS_FILE).is_file():
         raise FileNotFoundError(f"{INPUTS_FILE} is missing from {str(directory)!r}")
-    data = path.read_bytes()
-    if not isinstance(recorded, dict) or hashlib.sha256(data).hexdigest() != recorded.get("sha256"):
-        raise ValueError(
-            f"{INPUTS_FILE} in {str(directory)!r} does not match {ARCHITECTURE_FILE} "
-            "(corrupted, or written by another export)"
-        )
-    try:
-        tensors = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{INPUTS_FILE} cannot be read: {type(exc).__name__}") from exc
+    sha256 = recorded.get("sha256") if isinstance(recorded, dict) else None
+    tensors = _loaded(_read_checked(directory, INPUTS_FILE, sha256), INPUTS_FILE, "cpu")
     if not isinstance(tensors, list) or not all(isinstance(t, Tensor) for t in tensors):
         raise ValueError(f"{INPUTS_FILE} in {str(directory)!r} must hold a list of tensors")
     return tuple(tensors)
@@ -210,12 +197,7 @@ def load_pruned(
         if not path.is_file():
             raise FileNotFoundError(f"{name} is missing from {str(directory)!r}")
     spec = _read_spec(paths[ARCHITECTURE_FILE])
-    weights = paths[WEIGHTS_FILE].read_bytes()
-    if hashlib.sha256(weights).hexdigest() != spec["weights_sha256"]:
-        raise ValueError(
-            f"{WEIGHTS_FILE} in {str(directory)!r} does not match {ARCHITECTURE_FILE} "
-            "(corrupted, or written by another export)"
-        )
+    weights = _read_checked(directory, WEIGHTS_FILE, spec["weights_sha256"])
     where = f"{ARCHITECTURE_FILE} in {str(directory)!r}"
     factories = _resolve_builder(spec["builder"], builders, where)
     _check_modules(spec["modules"], builders, where)
@@ -224,13 +206,35 @@ def load_pruned(
     for name, module_spec in spec["modules"].items():
         _resize(model, name, module_spec, device)
     model.to(device)
-    try:
-        state = torch.load(io.BytesIO(weights), map_location=device, weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{WEIGHTS_FILE} cannot be read: {type(exc).__name__}") from exc
+    state = _loaded(weights, WEIGHTS_FILE, device)
     _check_state(model, state)
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def _saved(payload: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def _read_checked(directory: Path, name: str, sha256: Any) -> bytes:
+    """The bytes of ``directory/name``, which must hash to what ``architecture.json`` recorded."""
+    data = (directory / name).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(
+            f"{name} in {str(directory)!r} does not match {ARCHITECTURE_FILE} "
+            "(corrupted, or written by another export)"
+        )
+    return data
+
+
+def _loaded(data: bytes, name: str, device: Any) -> Any:
+    """Tensors and plain values only (``weights_only``): a pickled call is refused, not run."""
+    try:
+        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{name} cannot be read: {type(exc).__name__}") from exc
 
 
 def _module_specs(model: nn.Module) -> dict[str, dict[str, Any]]:

@@ -108,16 +108,16 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 def _latency(settings: Any, net: nn.Module, signature, path: Path) -> dict[str, dict[str, float]]:
     """PyTorch and onnxruntime on the same inputs at each batch size, the same thread count."""
     session = onnx_session(path)
-    times: dict[str, dict[str, float]] = {"pytorch": {}, f"onnxruntime_{ort_version()}": {}}
-    example = signature.example
+    runtime = f"onnxruntime_{ort_version()}"
+    times: dict[str, dict[str, float]] = {"pytorch": {}, runtime: {}}
     for batch in settings.batches:
-        args = tuple(t[torch.arange(batch) % t.shape[0]] for t in example)
+        args = tuple(t[torch.arange(batch) % t.shape[0]] for t in signature.example)
         torch_ms = measure_latency(net, args, repeats=settings.repeats, warmup=settings.warmup)
-        times["pytorch"][f"batch_{batch}"] = torch_ms["median_ms"]
         runtime_ms = session_latency(
             session, signature.input_names, args, settings.repeats, settings.warmup
         )
-        times[f"onnxruntime_{ort_version()}"][f"batch_{batch}"] = runtime_ms
+        times["pytorch"][f"batch_{batch}"] = torch_ms["median_ms"]
+        times[runtime][f"batch_{batch}"] = runtime_ms
         log.info(
             "batch %d: PyTorch %.2f ms, onnxruntime %.2f ms",
             batch,
