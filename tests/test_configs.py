@@ -24,6 +24,7 @@ GROUPS = sorted(
     p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra" and list(p.glob("*.yaml"))
 )
 NEEDS_ROOT = {("data", "folder"), ("mask", "folder")}
+LM_PRUNING = {("pruning", "wanda"), ("pruning", "sparsegpt"), ("pruning", "maskllm")}
 # groups whose options are plain objects: instantiating them must work on this machine
 INSTANTIATED = ("net", "mask", "data", "logger", "trainer")
 
@@ -56,7 +57,9 @@ def test_every_option_composes_and_instantiates(tmp_path, group, option):
     if (group, option) in NEEDS_ROOT:
         Image.fromarray(np.full((16, 16), 255, np.uint8)).save(tmp_path / "a.png")
         overrides.append(f"{group}.root={tmp_path}")
-    if group == "pruning" or (group, option) == ("data", "digits"):
+    if (group, option) == ("data", "text") or (group, option) in LM_PRUNING:
+        overrides.insert(0, "task=prune_lm")  # text and the language-model-only methods
+    elif group == "pruning" or (group, option) == ("data", "digits"):
         overrides.insert(0, "task=prune")  # the classification data and the pruning methods
     if group == "task" and option == "predict":
         overrides += ["input=a.png", "masks=b.png", "output=out"]

@@ -19,6 +19,8 @@ RANK |= {"__main__": 5, "__init__": 5}  # the entries: `python -m tasks`, `from 
 # heavy or optional packages that only some runs need, imported where they are used
 LAZY = {"matplotlib", "matplotlib.pyplot", "torch_fidelity", "torchmetrics.image.lpip"}
 LAZY |= {"torch_fidelity.feature_extractor_inceptionv3", "torchmetrics.image.fid"}
+# Hugging Face: transformers takes seconds to import, and only the language-model jobs need it
+LAZY |= {"transformers", "tokenizers"}
 
 
 def module_name(path: Path, root: Path) -> str:

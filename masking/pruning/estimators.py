@@ -14,11 +14,13 @@ estimator          mask (forward)                             learned state, pen
 ``hard_concrete``  ``keep ⊙ z``, z a hard-concrete gate       ``log α``, expected L0 density
 ``str``            ``keep ⊙ relu(1 − τ/|W|)`` (soft thresh.)  threshold ``τ = σ(s)·scale``, ``s²``
 ``slimming``       ``keep`` (top-k of ``|γ|`` of BatchNorm)   nothing, L1 on the BN scales ``γ``
+``maskllm``        ``Σ softmax((π+g)/τ)_p · pattern_p`` (n:m)  logits ``π`` per group; weights frozen
 =================  =========================================  ====================================
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +70,8 @@ class MaskSource(nn.Module):
     ranks_by_magnitude = True  # importance is the weights' magnitude, refreshed by the pruner
     stochastic = False  # the training-mode mask is sampled (evaluation uses a fixed one)
     takes_stats = False  # scales its initial state by MagnitudeStats (keyword ``stats``)
+    takes_granularity = False  # needs the granularity (keyword ``granularity``)
+    freezes_weights = False  # learns the mask alone: the weights stay as they are
 
     def __init__(self, shape: tuple[int, ...], magnitude: Tensor) -> None:
         super().__init__()
@@ -95,6 +99,9 @@ class MaskSource(nn.Module):
     def penalty(self) -> tuple[Tensor, int] | None:
         """``(sum, count)`` of the estimator's penalty terms, or None."""
         return None
+
+    def anneal(self, progress: float) -> None:
+        """Follow the fine-tuning's progress in [0, 1] (a temperature schedule)."""
 
     def extra_repr(self) -> str:
         kept = int(self.keep.sum())
@@ -263,6 +270,119 @@ class SlimmingMask(MaskSource):
     name = "slimming"
 
 
+class LearnedNMMask(MaskSource):
+    """A learned choice among the n:m patterns of every group (MaskLLM, Fang et al., 2024).
+
+    Each group of ``m`` consecutive input weights of a row has one logit per candidate pattern
+    (the ``C(m, n)`` ways to keep ``n``). In training the mask is the Gumbel-softmax mixture of the
+    patterns at temperature ``τ``, annealed from ``temperature[0]`` to ``temperature[1]`` over the
+    fine-tuning (:meth:`anneal`), so the choice is differentiable and hardens as it goes; in
+    evaluation it is the most likely pattern of every group: an exact n:m mask. The weights are
+    frozen (the mask is what is learned). The logits start from a prior mask (:meth:`set_prior`,
+    a one-shot mask such as SparseGPT's; by default the magnitude n:m mask): a pattern's logit is
+    ``prior_strength`` times the share of the prior's kept weights it keeps.
+
+    Args:
+        granularity: the ``n:m`` granularity.
+        temperature: ``(start, end)`` of the Gumbel-softmax temperature.
+        prior_strength: the logit lead of the prior's own pattern.
+        logit_scale: multiplies the logits (MaskLLM's κ: larger = more decided samples).
+    """
+
+    name = "maskllm"
+    learned = True
+    ranks_by_magnitude = False
+    stochastic = True
+    takes_granularity = True
+    freezes_weights = True
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        magnitude: Tensor,
+        *,
+        granularity: object,
+        temperature: Sequence[float] = (4.0, 0.05),
+        prior_strength: float = 3.0,
+        logit_scale: float = 1.0,
+    ) -> None:
+        super().__init__(shape, magnitude)
+        n, m = getattr(granularity, "n", None), getattr(granularity, "m", None)
+        if n is None or m is None:
+            raise ValueError(
+                f"maskllm learns n:m masks: it needs granularity=n:m, got {granularity}"
+            )
+        if len(shape) != 2 or shape[1] % m:
+            raise ValueError(
+                f"maskllm learns n:m masks of linear weights (out, in) with in a multiple of {m}, "
+                f"got shape {tuple(shape)}"
+            )
+        start, end = (float(t) for t in temperature)
+        if not (start > 0 and end > 0):
+            raise ValueError(f"temperature must be two numbers > 0, got {temperature!r}")
+        self.n, self.m = int(n), int(m)
+        self.temperature_range = (start, end)
+        self.temperature = start
+        self.prior_strength = float(prior_strength)
+        self.logit_scale = float(logit_scale)
+        patterns = [
+            [1.0 if i in kept else 0.0 for i in range(self.m)]
+            for kept in itertools.combinations(range(self.m), self.n)
+        ]
+        self.register_buffer("patterns", torch.tensor(patterns), persistent=False)
+        groups = (shape[0], shape[1] // self.m, len(patterns))
+        self.logits = nn.Parameter(torch.zeros(groups))
+        self._noise: Tensor | None = None
+        self.set_prior(self._magnitude_prior(magnitude))
+
+    def _magnitude_prior(self, magnitude: Tensor) -> Tensor:
+        groups = magnitude.reshape(magnitude.shape[0], -1, self.m)
+        order = groups.argsort(dim=-1, descending=True, stable=True)[..., : self.n]
+        keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, order, True)
+        return keep.reshape(magnitude.shape)
+
+    @torch.no_grad()
+    def set_prior(self, keep: Tensor) -> None:
+        """Start the logits from ``keep`` (bool, the weight's shape): each pattern scored by the
+        share of the prior's kept weights it keeps."""
+        if tuple(keep.shape) != tuple(self.keep.shape):
+            raise ValueError(
+                f"the prior mask has shape {tuple(keep.shape)}, the weight {tuple(self.keep.shape)}"
+            )
+        groups = keep.to(self.patterns).reshape(keep.shape[0], -1, self.m)
+        overlap = groups @ self.patterns.t()  # (out, groups, patterns): kept weights in common
+        kept = groups.sum(-1, keepdim=True).clamp_min(1)
+        self.logits.copy_(self.prior_strength * overlap / kept)
+
+    def anneal(self, progress: float) -> None:
+        start, end = self.temperature_range
+        progress = min(max(float(progress), 0.0), 1.0)
+        self.temperature = start * (end / start) ** progress  # geometric: equal ratios per step
+
+    def hard(self) -> Tensor:
+        """The most likely pattern of every group, as a bool mask of the weight's shape."""
+        choice = self.logits.detach().argmax(-1)
+        return self.patterns[choice].bool().reshape(self.keep.shape)
+
+    def importance(self) -> Tensor:
+        return self.hard().float()
+
+    def mask(self, weight: Tensor | None, resample: bool) -> Tensor:
+        if not self.training:
+            return self.hard().float()
+        logits = self.logits * self.logit_scale
+        if resample or self._noise is None or self._noise.shape != logits.shape:
+            u = torch.rand_like(logits).clamp_(1e-6, 1 - 1e-6)
+            self._noise = -(-u.log()).log()  # Gumbel(0, 1)
+        weights = torch.softmax((logits + self._noise) / self.temperature, dim=-1)
+        return (weights @ self.patterns).reshape(self.keep.shape)
+
+    def __getstate__(self):  # the sampled noise is scratch, never saved or copied
+        state = super().__getstate__()
+        return {**state, "_noise": None}
+
+
 ESTIMATORS: dict[str, type[MaskSource]] = {
-    cls.name: cls for cls in (MagnitudeMask, MovementMask, HardConcreteMask, STRMask, SlimmingMask)
+    cls.name: cls
+    for cls in (MagnitudeMask, MovementMask, HardConcreteMask, STRMask, SlimmingMask, LearnedNMMask)
 }

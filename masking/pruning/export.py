@@ -175,7 +175,8 @@ def load_pruned(
         map_location: device to load onto.
         builders: your own builders, by the ``_target_`` string the export records, e.g.
             ``{"mypackage.nets.MyNet": MyNet}``; they are called instead of importing anything.
-            Classes from their packages may then appear in the recorded modules.
+            Classes from their packages (and from the packages a builder lists in its
+            ``module_packages`` attribute) may then appear in the recorded modules.
 
     Returns:
         The slim model, in eval mode, on ``map_location``.
@@ -391,7 +392,10 @@ def _check_modules(
     modules: dict[str, Any], builders: dict[str, Callable[..., Any]], where: str
 ) -> None:
     """Recorded classes from trusted packages, channel attributes only, valid tensor specs."""
-    packages = {*TRUSTED_CLASS_PACKAGES, *(_package(b) for b in builders.values())} - {""}
+    packages = {*TRUSTED_CLASS_PACKAGES, *(_package(b) for b in builders.values())}
+    # a builder may name the packages its modules come from (a Hugging Face model's classes)
+    packages |= {p for b in builders.values() for p in getattr(b, "module_packages", ())}
+    packages -= {""}
     for name, spec in modules.items():
         if not isinstance(spec, dict) or not all(
             isinstance(spec.get(key, {}), dict) for key in ("attributes", "parameters", "buffers")

@@ -202,7 +202,11 @@ class Pruner:
         self, shape: tuple[int, ...], magnitude: Tensor, stats: MagnitudeStats | None
     ) -> MaskSource:
         estimator = ESTIMATORS[self.method]
-        extra = {"stats": stats} if estimator.takes_stats and stats is not None else {}
+        extra: dict[str, Any] = (
+            {"stats": stats} if estimator.takes_stats and stats is not None else {}
+        )
+        if estimator.takes_granularity:
+            extra["granularity"] = self.granularity
         try:
             return estimator(shape, magnitude, **self.estimator_args, **extra)
         except TypeError as error:
@@ -292,15 +296,26 @@ class Pruner:
         optimizer or parameter group."""
         return [p for source in self.sources for p in source.parameters()]
 
+    @property
+    def freezes_weights(self) -> bool:
+        """Whether the estimator learns the masks alone (``maskllm``): nothing else trains."""
+        return ESTIMATORS[self.method].freezes_weights
+
     def weight_parameters(self) -> list[nn.Parameter]:
         """The model's trainable parameters other than :meth:`mask_parameters`: what the task's
-        optimizer trains."""
+        optimizer trains (none when :attr:`freezes_weights`)."""
+        if self.freezes_weights:
+            return []
         masks = {id(p) for p in self.mask_parameters()}
         return [p for p in self.model.parameters() if p.requires_grad and id(p) not in masks]
 
     def step(self, step: int) -> float:
         """Update the masks for optimizer step ``step``; returns the scheduled sparsity."""
         target = self.schedule(step)
+        start, end = self.schedule.start_step, self.schedule.end_step
+        progress = 1.0 if end is None or end <= start else (step - start) / (end - start)
+        for source in self.sources:
+            source.anneal(progress)
         due = self._last_update is None or step - self._last_update >= self.update_every
         if target != self.current or due:
             self.set_sparsity(target)

@@ -1,15 +1,18 @@
-"""The LightningModules (inpainting, classification), their losses, metrics and schedules, and
-inference with a trained inpainting network. Built from ``task.module`` in the config; they
-receive objects (networks, losses, optimizer factories), never the config tree."""
+"""The LightningModules (inpainting, classification, causal language models), their losses,
+metrics and schedules, and inference with a trained inpainting network. Built from
+``task.module`` in the config; they receive objects (networks, losses, optimizer factories),
+never the config tree."""
 
 from .classification import ClassificationModule, evaluate
 from .inference import inpaint
 from .inpainting import Adversarial, InpaintingModule
+from .language import CausalLMModule, perplexity
 from .losses import InpaintingLoss, LossWeights, inpainting_loss
 from .metrics import InpaintingMetrics, PerceptualMetrics
 
 __all__ = [
     "Adversarial",
+    "CausalLMModule",
     "ClassificationModule",
     "InpaintingLoss",
     "InpaintingMetrics",
@@ -19,4 +22,5 @@ __all__ = [
     "evaluate",
     "inpaint",
     "inpainting_loss",
+    "perplexity",
 ]

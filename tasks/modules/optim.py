@@ -73,9 +73,12 @@ def manual_step(
     loss: Tensor,
     optimizers: Sequence[Any],
     schedulers: Sequence[Any] = (),
+    *,
+    clip: float | None = None,
 ) -> None:
-    """One optimisation step of ``loss`` under manual optimisation: clear, backward, step every
-    optimizer, then every scheduler.
+    """One optimisation step of ``loss`` under manual optimisation: clear, backward, (with
+    ``clip``, clip the first optimizer's gradient norm to it), step every optimizer, then every
+    scheduler.
 
     The first optimizer steps through its Lightning wrapper, the others (a pruner's masks beside
     the weights) through the strategy directly: both apply the precision plugin (the fp16 grad
@@ -86,6 +89,8 @@ def manual_step(
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
     module.manual_backward(loss)
+    if clip is not None:
+        module.clip_gradients(first, gradient_clip_val=clip, gradient_clip_algorithm="norm")
     first.step()
     for optimizer in others:
         raw = getattr(optimizer, "optimizer", optimizer)  # unwrap a LightningOptimizer

@@ -8,6 +8,7 @@ import copy
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
+from tqdm.auto import tqdm
 
 from masking.pruning import Pruner
+from masking.pruning.oneshot import prune_oneshot
 
 from ..runtime.cost import profile_with
 from ..runtime.exporting import onnx_latency_pair, signature_for
@@ -92,6 +95,15 @@ class PruningTarget(ABC):
     def after_finalize(self, dense: nn.Module, final: nn.Module, output_dir: Path) -> None:  # noqa: B027
         """Anything the job writes once the final model exists (a comparison picture)."""
 
+    def calibration(self) -> Iterable[Any]:
+        """The calibration batches of one-shot pruning (``task.finetune_steps=0``)."""
+        raise ValueError(f"{type(self).__name__} has no calibration data for one-shot pruning")
+
+    @staticmethod
+    def calibration_forward(net: nn.Module, batch: Any) -> Any:
+        """How one calibration batch runs through the network."""
+        return net(batch)
+
 
 def pruning_plan(cfg: DictConfig) -> PruningPlan:
     """``cfg.pruning`` built and checked."""
@@ -115,7 +127,13 @@ def prune(cfg: DictConfig, target: PruningTarget, output_dir: Path) -> dict[str,
     dense = copy.deepcopy(net)
 
     steps = target.finetune_steps()
+    if steps == 0:
+        return _prune_oneshot(
+            cfg, plan, target, (net, dense, spec, origin), scores, output_dir, started
+        )
     pruner = plan.attach(net, target.example_inputs, steps)
+    if plan.prior is not None:
+        _start_from_prior(pruner, plan, target, dense)
     pruner.set_sparsity(plan.sparsity)
     scores["masked_before_finetune"] = target.quality(net)
     log.info(
@@ -150,21 +168,145 @@ def prune(cfg: DictConfig, target: PruningTarget, output_dir: Path) -> dict[str,
         return target.metrics(scores)
 
     target.after_finalize(dense, final, output_dir)
+    return _report_and_export(
+        cfg,
+        plan,
+        target,
+        pruner,
+        (final, dense, spec, origin),
+        scores,
+        output_dir,
+        finalize=finalize,
+        steps=int(trainer.global_step),
+        started=started,
+    )
+
+
+def _start_from_prior(
+    pruner: Pruner, plan: PruningPlan, target: PruningTarget, dense: nn.Module
+) -> None:
+    """``pruning.prior``: the learned masks start from a one-shot method's masks, computed on a
+    copy of the dense network with the target's calibration data (its weight updates, if any,
+    are not kept: the prior is a mask)."""
+    result = prune_oneshot(
+        copy.deepcopy(dense),
+        target.calibration(),
+        method=plan.prior,
+        granularity=plan.granularity,
+        sparsity=plan.sparsity,
+        include=plan.include,
+        exclude=plan.exclude,
+        forward=target.calibration_forward,
+    )
+    started = 0
+    for layer in pruner.layers:
+        if layer.name in result.masks and hasattr(layer.source, "set_prior"):
+            layer.source.set_prior(result.masks[layer.name].to(layer.source.keep.device))
+            started += 1
+    log.info("%d masks start from the %s %s masks", started, plan.prior, plan.granularity)
+
+
+def _prune_oneshot(
+    cfg: DictConfig,
+    plan: PruningPlan,
+    target: PruningTarget,
+    models: tuple[nn.Module, nn.Module, dict, str],
+    scores: dict[str, dict[str, float]],
+    output_dir: Path,
+    started: float,
+) -> dict[str, float]:
+    """No fine-tuning budget: prune once, decoder block by block, on the target's calibration
+    batches (magnitude, Wanda, SparseGPT); the weights are left dense with zeros."""
+    net, dense, spec, origin = models
+    args = plan.estimator_args if plan.method == "sparsegpt" else {}
+    progress = tqdm(total=None, desc=f"{plan.method} block by block", leave=False)
+
+    def advance(index: int, count: int, seconds: float) -> None:
+        progress.total = count
+        progress.update(1)
+
+    try:
+        result = prune_oneshot(
+            net,
+            target.calibration(),
+            method=plan.method,
+            granularity=plan.granularity,
+            sparsity=plan.sparsity,
+            include=plan.include,
+            exclude=plan.exclude,
+            forward=target.calibration_forward,
+            progress=advance,
+            **args,
+        )
+    finally:
+        progress.close()
+    log.info(
+        "%s %s: %d layers at sparsity %.4f in %.1f s (%d calibration tokens per block)",
+        plan.method,
+        plan.granularity,
+        len(result.masks),
+        result.sparsity(),
+        sum(result.block_seconds),
+        result.tokens,
+    )
+    scores["masked_before_finetune"] = scores["final"] = target.quality(net)
+    log.info("final (one shot) %s", target.describe(scores["final"]))
+    if other_ranks_stop_here():
+        return target.metrics(scores)
+    extra = {
+        "oneshot": {
+            "calibration_tokens": result.tokens,
+            "block_seconds": result.block_seconds,
+            "prune_seconds": sum(result.block_seconds),
+        }
+    }
+    return _report_and_export(
+        cfg,
+        plan,
+        target,
+        result,
+        (net, dense, spec, origin),
+        scores,
+        output_dir,
+        finalize="bake",
+        steps=0,
+        started=started,
+        extra=extra,
+    )
+
+
+def _report_and_export(
+    cfg: DictConfig,
+    plan: PruningPlan,
+    target: PruningTarget,
+    masks: Any,
+    models: tuple[nn.Module, nn.Module, dict, str],
+    scores: dict[str, dict[str, float]],
+    output_dir: Path,
+    *,
+    finalize: str,
+    steps: int,
+    started: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """The report (cost, latency, quality) and the export of the final model."""
+    final, dense, spec, origin = models
     latency = cfg.task.latency
     profile = profile_with(latency, dense, final, target.make_input)
     report = pruning_report(
         plan,
-        pruner,
+        masks,
         batches=list(latency.batches),
         memory_format=latency.memory_format,
         finalize=finalize,
         origin=origin,
         profile=profile,
         scores=target.report_scores(scores),
-        steps=int(trainer.global_step),
+        steps=steps,
         started=started,
     )
     report.update(target.report_extra(scores))
+    report.update(extra or {})
     if latency.get("onnxruntime", False):
         report["onnxruntime"] = _onnx_latency(latency, dense, final, target)
     final_scores = target.report_scores({"final": scores["final"]})
@@ -177,7 +319,7 @@ def prune(cfg: DictConfig, target: PruningTarget, output_dir: Path) -> dict[str,
         {
             **{name: values["final"] for name, values in final_scores.items()},
             "method": plan.method,
-            "granularity": str(pruner.granularity),
+            "granularity": str(masks.granularity),
         },
         example_inputs=target.check_inputs,
     )

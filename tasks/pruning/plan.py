@@ -16,9 +16,14 @@ from torch.optim import Optimizer
 
 from masking.checks import check_int
 from masking.pruning import ESTIMATORS, SCHEDULES, Pruner, SparsitySchedule, parse_granularity
+from masking.pruning.granularity import NMGranularity, WeightGranularity
+from masking.pruning.oneshot import ONESHOT_METHODS
 from masking.pruning.schedule import check_sparsity
 
 FINALIZE = ("auto", "bake", "compact")
+# methods that prune once from calibration data and learn nothing (magnitude does both)
+CALIBRATED_ONLY = tuple(m for m in ONESHOT_METHODS if m not in ESTIMATORS)
+METHODS = (*ESTIMATORS, *CALIBRATED_ONLY)
 ALLOCATIONS = ("auto", "global", "layer")
 
 
@@ -40,7 +45,8 @@ class PruningPlan:
 
     Args:
         method: the estimator (``magnitude``, ``movement``, ``hard_concrete``, ``str``,
-            ``slimming``).
+            ``slimming``), or a one-shot pruner of language models (``wanda``, ``sparsegpt``;
+            ``magnitude`` is one too, without fine-tuning).
         granularity: ``weight``, ``channel``, ``block<R>x<C>`` or ``n:m``.
         sparsity: the final fraction of zeros (of weights, or of channels for ``channel``).
         allocation: ``global``, ``layer`` or ``auto``.
@@ -54,6 +60,8 @@ class PruningPlan:
         finalize: ``bake``, ``compact`` or ``auto`` (compact for channel, bake otherwise).
         estimator_args: extra keyword arguments of the estimator.
         mask_optimizer: factory of the optimizer of the estimator's parameters (a ``_partial_``).
+        prior: ``maskllm``: the one-shot method (``magnitude``, ``wanda``, ``sparsegpt``) whose
+            mask, computed on the calibration data, the learned choice starts from.
     """
 
     def __init__(
@@ -74,10 +82,11 @@ class PruningPlan:
         finalize: str = "auto",
         estimator_args: Mapping[str, Any] | None = None,
         mask_optimizer: Callable[[Iterable], Optimizer] | None = None,
+        prior: str | None = None,
     ) -> None:
-        if method not in ESTIMATORS:
+        if method not in METHODS:
             raise ValueError(
-                f"pruning.method must be one of {', '.join(ESTIMATORS)}, got {method!r} "
+                f"pruning.method must be one of {', '.join(METHODS)}, got {method!r} "
                 "(choose one with pruning=<method>)"
             )
         self.method = method
@@ -142,6 +151,15 @@ class PruningPlan:
                 f"{type(mask_optimizer).__name__}"
             )
         self.mask_optimizer = mask_optimizer
+        if prior is not None and prior not in ONESHOT_METHODS:
+            raise ValueError(
+                f"pruning.prior must be null or one of {', '.join(ONESHOT_METHODS)}, got {prior!r}"
+            )
+        if prior is not None and not hasattr(ESTIMATORS.get(method), "set_prior"):
+            raise ValueError(
+                f"pruning.prior: pruning={method} does not start from a prior mask (maskllm does)"
+            )
+        self.prior = prior
 
     def options(self, example_inputs: Any) -> dict[str, Any]:
         """The :class:`~masking.pruning.Pruner` arguments, without the schedule."""
@@ -159,10 +177,35 @@ class PruningPlan:
             "update_every": self.update_every,
         }
 
+    @property
+    def calibrated_only(self) -> bool:
+        """Whether the method prunes once from calibration data (Wanda, SparseGPT) and cannot
+        learn masks while fine-tuning."""
+        return self.method in CALIBRATED_ONLY
+
     def check(self, model: nn.Module, example_inputs: Any) -> None:
         """Attach to a throw-away ``model``: filters that match nothing, layers the granularity
         cannot take and untraceable channel groups fail now, not after the dense training."""
+        if self.calibrated_only:
+            raise ValueError(
+                f"pruning={self.method} is a one-shot pruner of language models, calibrated on "
+                "their activations: use it with task=prune_lm"
+            )
         Pruner(model, **self.options(example_inputs))
+
+    def check_oneshot(self) -> None:
+        """The settings one-shot pruning can follow: ``magnitude``, ``wanda`` or ``sparsegpt``,
+        at weight (unstructured) or n:m granularity."""
+        if self.method not in ONESHOT_METHODS:
+            raise ValueError(
+                f"pruning={self.method} learns its masks while fine-tuning; without fine-tuning "
+                f"(task.finetune_steps=0) choose one of {', '.join(ONESHOT_METHODS)}"
+            )
+        if not isinstance(self.granularity, WeightGranularity | NMGranularity):
+            raise ValueError(
+                f"pruning.granularity must be weight or n:m (2:4, 4:8) for one-shot pruning, got "
+                f"{self.granularity}"
+            )
 
     def schedule(self, steps: int) -> SparsitySchedule:
         """The sparsity schedule over ``steps`` fine-tuning steps."""

@@ -25,6 +25,7 @@ SCORES = {  # report key -> (column label, format)
     "accuracy": ("accuracy (%)", "{:.2f}"),
     "psnr": ("PSNR (dB)", "{:.2f}"),
     "hole_l1": ("hole L1", "{:.4f}"),
+    "perplexity": ("perplexity", "{:.3f}"),
 }
 
 
@@ -110,7 +111,7 @@ def _onnx_lines(onnx: dict[str, Any] | None, batches: list[int]) -> list[str]:
 
 def pruning_report(
     plan: PruningPlan,
-    pruner: Pruner,
+    pruner: Pruner | Any,
     *,
     batches: list[int],
     memory_format: str,
@@ -121,7 +122,10 @@ def pruning_report(
     steps: int,
     started: float,
 ) -> dict[str, Any]:
-    """``prune_report.json``: the settings, sparsity per layer, cost and quality of each stage."""
+    """``prune_report.json``: the settings, sparsity per layer, cost and quality of each stage.
+
+    ``pruner`` is the :class:`Pruner`, or what one-shot pruning returned (``OneShotResult``): both
+    tell their granularity, allocation, achieved sparsity and sparsity per layer."""
     return {
         "method": plan.method,
         "granularity": str(pruner.granularity),

@@ -141,16 +141,22 @@ def read_inpainting_checkpoint(
     return spec, state
 
 
+# the project's builders outside masking (language models through Hugging Face transformers),
+# which every file may name: they build an architecture from its config, nothing more
+PROJECT_BUILDERS = ("tasks.modules.language.causal_lm",)
+
+
 def trusted(targets: Iterable[str] | None) -> dict[str, Callable[..., Any]]:
-    """``trusted_builders=``: the user's own networks that a file may name, by ``_target_``."""
+    """``trusted_builders=``: the user's own networks that a file may name, by ``_target_``
+    (the project's :data:`PROJECT_BUILDERS` always)."""
+    builders = {target: get_method(target) for target in PROJECT_BUILDERS}
     if targets is None:
-        return {}
+        return builders
     if isinstance(targets, str) or not all(isinstance(t, str) and t for t in targets):
         raise ValueError(
             f"trusted_builders must be a list of _target_ strings, e.g. [mypackage.MyNet], got "
             f"{targets!r}"
         )
-    builders = {}
     for target in targets:
         try:
             builders[target] = get_method(target)

@@ -37,8 +37,12 @@ def pareto_front(
     return sorted(front)
 
 
+# quality metrics where a lower value is better
+LOWER_IS_BETTER = ("final/ppl",)
+
+
 def _quality_key(job: Job) -> str | None:
-    for key in ("final/acc", "final/psnr"):
+    for key in ("final/acc", "final/psnr", "final/ppl"):
         if key in job.metrics:
             return key
     return None
@@ -65,7 +69,9 @@ def plot_pareto(jobs: list[Job]) -> bytes | None:
     for name, points in sorted(groups.items()):
         xs, ys = zip(*sorted(points))
         axes.plot(xs, ys, marker="o", label=name)
-    front = pareto_front([p for points in groups.values() for p in points])
+    sign = -1.0 if key in LOWER_IS_BETTER else 1.0  # the front is computed with higher = better
+    signed = [(x, sign * y) for points in groups.values() for x, y in points]
+    front = [(x, sign * y) for x, y in pareto_front(signed)]
     if front:
         xs, ys = zip(*front)
         axes.plot(xs, ys, "k--", linewidth=1, label="Pareto front")
@@ -77,7 +83,15 @@ def plot_pareto(jobs: list[Job]) -> bytes | None:
     axes.set_xlabel(
         "achieved sparsity (fraction of weights, or of channels for channel granularity)"
     )
-    axes.set_ylabel({"final/acc": "final accuracy (%)", "final/psnr": "final PSNR (dB)"}[key])
+    axes.set_ylabel(
+        {
+            "final/acc": "final accuracy (%)",
+            "final/psnr": "final PSNR (dB)",
+            "final/ppl": "final held-out perplexity (lower is better)",
+        }[key]
+    )
+    if key == "final/ppl":
+        axes.set_yscale("log")
     axes.set_title("Quality against sparsity, one line per estimator and granularity")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)

@@ -24,6 +24,8 @@ HEADLINE = (
     r"masked/psnr",
     r"final/psnr",
     r"final/hole_l1",
+    r"dense/ppl",
+    r"final/ppl",
     r"final/sparsity",
     r"final/params",
     r"final/nonzero_params",

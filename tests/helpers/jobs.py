@@ -67,3 +67,35 @@ def prune_inpaint_fast(tmp_path: Path, *extra: str) -> list[str]:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def prune_lm_fast(tmp_path: Path, *extra: str) -> list[str]:
+    """The language-model pruning job on a 2-layer Llama (grouped-query attention, width 32) and
+    the standard library's ``email`` package as its text, its dense model and tokens cached in
+    ``tmp_path``."""
+    import email
+
+    return [
+        "task=prune_lm",
+        "logger=none",
+        f"data.path={Path(email.__file__).parent}",
+        "data.vocab_size=384",
+        "data.seq_len=32",
+        "data.batch_size=8",
+        "data.val_fraction=0.2",
+        "data.max_val_sequences=8",
+        f"data.cache_dir={tmp_path / 'text'}",
+        "net.hidden_size=32",
+        "net.intermediate_size=64",
+        "net.num_hidden_layers=2",
+        "net.num_attention_heads=4",
+        "net.num_key_value_heads=2",
+        "task.dense_steps=8",
+        "task.calibration.samples=8",
+        "task.calibration.batch_size=4",
+        "task.latency.repeats=1",
+        "task.latency.warmup=0",
+        "task.latency.batches=[1,2]",
+        f"task.cache_dir={tmp_path / 'cache'}",
+        *extra,
+    ]

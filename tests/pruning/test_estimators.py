@@ -7,10 +7,12 @@ import pickle
 
 import pytest
 import torch
+from torch import nn
 
-from masking.pruning import ESTIMATORS, Pruner
+from masking.pruning import ESTIMATORS, Pruner, SparsitySchedule, parse_granularity
 from masking.pruning.estimators import (
     HardConcreteMask,
+    LearnedNMMask,
     MagnitudeMask,
     MagnitudeStats,
     MovementMask,
@@ -33,13 +35,16 @@ def test_registry_names_every_estimator_by_its_name():
         "hard_concrete": HardConcreteMask,
         "str": STRMask,
         "slimming": SlimmingMask,
+        "maskllm": LearnedNMMask,
     } == ESTIMATORS
     learned = {name for name, cls in ESTIMATORS.items() if cls.learned}
-    assert learned == {"movement", "hard_concrete", "str"}
-    assert {name for name, cls in ESTIMATORS.items() if cls.stochastic} == {"hard_concrete"}
+    assert learned == {"movement", "hard_concrete", "str", "maskllm"}
+    stochastic = {name for name, cls in ESTIMATORS.items() if cls.stochastic}
+    assert stochastic == {"hard_concrete", "maskllm"}
+    assert {name for name, cls in ESTIMATORS.items() if cls.freezes_weights} == {"maskllm"}
 
 
-@pytest.mark.parametrize("name", list(ESTIMATORS))
+@pytest.mark.parametrize("name", [n for n in ESTIMATORS if n != "maskllm"])
 def test_importance_starts_in_the_magnitude_order(name):
     mag = magnitude()
     source = ESTIMATORS[name]((64,), mag)
@@ -168,3 +173,74 @@ def test_hard_concrete_gates_are_random_in_training_and_fixed_in_eval():
     net.eval()
     assert torch.equal(conv.weight, conv.weight)
     assert pruner.penalty().item() > 0
+
+
+def _maskllm(prior=None, **options):
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(6, 16, generator=g)
+    source = LearnedNMMask(
+        weight.shape, weight.abs(), granularity=parse_granularity("2:4"), **options
+    )
+    if prior is not None:
+        source.set_prior(prior)
+    return source, weight
+
+
+def test_maskllm_starts_at_its_prior_and_evaluates_to_an_exact_n_m_mask():
+    source, weight = _maskllm()
+    groups = weight.abs().reshape(6, 4, 4)
+    top = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, groups.topk(2, -1).indices, True)
+    assert torch.equal(source.hard(), top.reshape(6, 16))  # the default prior: magnitude's 2:4
+    g = torch.Generator().manual_seed(1)
+    other = torch.zeros(6, 4, 4, dtype=torch.bool)
+    other.scatter_(-1, torch.rand(6, 4, 4, generator=g).topk(2, -1).indices, True)
+    source.set_prior(other.reshape(6, 16))
+    assert torch.equal(source.hard(), other.reshape(6, 16))
+    source.eval()
+    assert torch.equal(source.mask(None, False), other.reshape(6, 16).float())
+
+
+def test_maskllm_samples_soft_masks_that_harden_as_the_temperature_anneals():
+    source, _ = _maskllm(temperature=(4.0, 0.05))
+    source.train()
+    soft = source.mask(None, True)
+    assert soft.min() >= 0 and soft.max() <= 1
+    # every group keeps n in expectation: a mixture of patterns that each keep n
+    assert torch.allclose(soft.reshape(6, 4, 4).sum(-1), torch.full((6, 4), 2.0), atol=1e-5)
+    assert 0.01 < float(soft.reshape(6, 4, 4).std(-1).mean()) < 0.45  # undecided at τ = 4
+    source.anneal(1.0)
+    assert source.temperature == pytest.approx(0.05)
+    hard = source.mask(None, True)
+    assert float((hard - hard.round()).abs().mean()) < 0.05  # nearly one pattern per group
+    (hard * torch.randn_like(hard)).sum().backward()
+    assert source.logits.grad is not None and source.logits.grad.abs().sum() > 0
+
+
+def test_maskllm_needs_an_n_m_granularity_and_linear_weights():
+    with pytest.raises(ValueError, match="maskllm learns n:m masks: it needs granularity=n:m"):
+        LearnedNMMask((4, 8), torch.ones(4, 8), granularity=parse_granularity("weight"))
+    with pytest.raises(ValueError, match="linear weights"):
+        LearnedNMMask((4, 8, 3, 3), torch.ones(4, 8, 3, 3), granularity=parse_granularity("2:4"))
+
+
+def test_maskllm_trains_only_its_logits_and_ends_in_the_pattern():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    before = copy.deepcopy(net.state_dict())
+    schedule = SparsitySchedule(0.5, kind="one_shot", end_step=19)
+    pruner = Pruner(net, method="maskllm", granularity="2:4", sparsity=0.5, schedule=schedule)
+    assert pruner.freezes_weights and pruner.weight_parameters() == []
+    optimizer = torch.optim.Adam(pruner.mask_parameters(), lr=0.1)
+    x, y = torch.randn(64, 16), torch.randn(64, 4)
+    for step in range(20):
+        pruner.step(step)
+        loss = (net(x) - y).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    baked = pruner.bake()
+    for name in ("0.weight", "2.weight"):
+        weight = baked.state_dict()[name]
+        assert torch.all((weight != 0).reshape(weight.shape[0], -1, 4).sum(-1) == 2)
+        kept = weight != 0
+        assert torch.equal(weight[kept], before[name][kept])  # the weights themselves never moved
