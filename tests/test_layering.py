@@ -20,7 +20,7 @@ RANK |= {"__main__": 5, "__init__": 5}  # the entries: `python -m tasks`, `from 
 LAZY = {"matplotlib", "matplotlib.pyplot", "torch_fidelity", "torchmetrics.image.lpip"}
 LAZY |= {"torch_fidelity.feature_extractor_inceptionv3", "torchmetrics.image.fid"}
 # Hugging Face: transformers takes seconds to import, and only the language-model jobs need it
-LAZY |= {"transformers", "tokenizers"}
+LAZY |= {"transformers", "tokenizers", "huggingface_hub"}
 
 
 def module_name(path: Path, root: Path) -> str:

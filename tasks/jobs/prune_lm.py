@@ -54,8 +54,8 @@ class LanguageModelTarget(PruningTarget):
             )
         tokenizer = None
         if self.pretrained_source is not None:
-            self.local = local_causal_lm(launch_path(self.pretrained_source))
-            folder = Path(getattr(self.local, "name_or_path", "") or self.pretrained_source)
+            folder = model_folder(str(self.pretrained_source))
+            self.local = local_causal_lm(folder)
             tokenizer = folder / "tokenizer.json"
             if not tokenizer.is_file():
                 raise ValueError(
@@ -189,6 +189,23 @@ class LanguageModelTarget(PruningTarget):
     def metrics(self, scores: dict[str, dict[str, float]]) -> dict[str, float]:
         names = {"dense": "dense", "masked_before_finetune": "masked", "final": "final"}
         return {f"{names[s]}/ppl": v["ppl"] for s, v in scores.items() if s in names}
+
+
+def model_folder(source: str) -> Path:
+    """``task.pretrained``: a folder (relative ones from the launch folder), or a model id whose
+    snapshot is in the local Hugging Face cache (looked up only, never downloaded)."""
+    path = launch_path(source)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, local_files_only=True))
+    except Exception:  # hub errors: not an id, or not cached
+        raise ValueError(
+            f"task.pretrained: {source!r} is neither a folder nor a model id in the local Hugging "
+            "Face cache (nothing is downloaded: copy the model there, or give its folder)"
+        ) from None
 
 
 def _family(net: nn.Module) -> str:

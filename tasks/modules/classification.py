@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -12,14 +11,12 @@ from torchmetrics import MeanMetric
 
 from masking.pruning import Pruner
 
-from ..runtime.checkpoints import check_resume
+from .masked_training import MaskedTraining
 from .optim import (
     OptimizerFactory,
     SchedulerFactory,
     as_list,
-    build_scheduler,
     manual_step,
-    run_steps,
 )
 
 
@@ -27,7 +24,7 @@ def _default_mask_optimizer(params: Iterable) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-2)
 
 
-class ClassificationModule(pl.LightningModule):
+class ClassificationModule(MaskedTraining):
     """Cross-entropy training of ``net``, optionally under a :class:`~masking.pruning.Pruner`.
 
     With a pruner, every optimizer step first sets the masks for that step (the schedule drives the
@@ -73,27 +70,6 @@ class ClassificationModule(pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        check_resume(self, checkpoint)
-
-    def on_fit_start(self) -> None:
-        # whatever mode the network was handed over in (a graph tracer, an evaluation, may leave
-        # it in eval mode), it trains in train mode: BatchNorm statistics and dropout depend on it
-        self.net.train()
-
-    def configure_optimizers(self):
-        if self.pruner is None:
-            masks, weights = [], [p for p in self.net.parameters() if p.requires_grad]
-        else:
-            masks, weights = self.pruner.mask_parameters(), self.pruner.weight_parameters()
-        optimizers = [self.optimizer_factory(weights)]
-        if masks:
-            optimizers.append(self.mask_optimizer_factory(masks))
-        steps = run_steps(self)
-        schedulers = [build_scheduler(self.scheduler_factory, o, steps) for o in optimizers]
-        schedulers = [s for s in schedulers if s is not None]
-        return (optimizers, schedulers) if schedulers else optimizers
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch

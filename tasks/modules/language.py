@@ -8,19 +8,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torchmetrics import SumMetric
 
-from ..runtime.checkpoints import check_resume
+from .masked_training import MaskedTraining
 from .optim import (
     OptimizerFactory,
     SchedulerFactory,
     as_list,
-    build_scheduler,
     manual_step,
-    run_steps,
 )
 
 # the architectures ``causal_lm`` builds from a config, by ``family``
@@ -94,7 +91,7 @@ def perplexity(net: nn.Module, loader: Iterable, device: torch.device | str = "c
     return math.exp(total / tokens)
 
 
-class CausalLMModule(pl.LightningModule):
+class CausalLMModule(MaskedTraining):
     """Next-token training of a causal LM (dense, or under a pruner's masks); validation logs the
     held-out loss and perplexity summed over every token of every process.
 
@@ -127,30 +124,6 @@ class CausalLMModule(pl.LightningModule):
         self.automatic_optimization = False
         self.register_buffer("prune_step", torch.zeros((), dtype=torch.long))
         self.val_nll, self.val_tokens = SumMetric(), SumMetric()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        check_resume(self, checkpoint)
-
-    def on_fit_start(self) -> None:
-        self.net.train()
-
-    def configure_optimizers(self):
-        if self.pruner is None:
-            masks, weights = [], [p for p in self.net.parameters() if p.requires_grad]
-        else:
-            masks, weights = self.pruner.mask_parameters(), self.pruner.weight_parameters()
-        # maskllm learns the masks alone: the weights get no optimizer (and no gradient)
-        optimizers = [self.optimizer_factory(weights)] if weights else []
-        if masks:
-            optimizers.append(self.mask_optimizer_factory(masks))
-        if self.pruner is not None and self.pruner.freezes_weights:
-            for parameter in self.pruner.model.parameters():
-                if all(parameter is not m for m in masks):
-                    parameter.requires_grad_(False)
-        steps = run_steps(self)
-        schedulers = [build_scheduler(self.scheduler_factory, o, steps) for o in optimizers]
-        schedulers = [s for s in schedulers if s is not None]
-        return (optimizers, schedulers) if schedulers else optimizers
 
     def training_step(self, batch: tuple[Tensor], batch_idx: int) -> Tensor:
         (ids,) = batch

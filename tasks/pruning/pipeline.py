@@ -20,7 +20,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from masking.pruning import Pruner
-from masking.pruning.oneshot import prune_oneshot
 
 from ..runtime.cost import profile_with
 from ..runtime.exporting import onnx_latency_pair, signature_for
@@ -188,15 +187,8 @@ def _start_from_prior(
     """``pruning.prior``: the learned masks start from a one-shot method's masks, computed on a
     copy of the dense network with the target's calibration data (its weight updates, if any,
     are not kept: the prior is a mask)."""
-    result = prune_oneshot(
-        copy.deepcopy(dense),
-        target.calibration(),
-        method=plan.prior,
-        granularity=plan.granularity,
-        sparsity=plan.sparsity,
-        include=plan.include,
-        exclude=plan.exclude,
-        forward=target.calibration_forward,
+    result = plan.prune_oneshot(
+        copy.deepcopy(dense), target.calibration(), target.calibration_forward, method=plan.prior
     )
     started = 0
     for layer in pruner.layers:
@@ -218,7 +210,6 @@ def _prune_oneshot(
     """No fine-tuning budget: prune once, decoder block by block, on the target's calibration
     batches (magnitude, Wanda, SparseGPT); the weights are left dense with zeros."""
     net, dense, spec, origin = models
-    args = plan.estimator_args if plan.method == "sparsegpt" else {}
     progress = tqdm(total=None, desc=f"{plan.method} block by block", leave=False)
 
     def advance(index: int, count: int, seconds: float) -> None:
@@ -226,17 +217,8 @@ def _prune_oneshot(
         progress.update(1)
 
     try:
-        result = prune_oneshot(
-            net,
-            target.calibration(),
-            method=plan.method,
-            granularity=plan.granularity,
-            sparsity=plan.sparsity,
-            include=plan.include,
-            exclude=plan.exclude,
-            forward=target.calibration_forward,
-            progress=advance,
-            **args,
+        result = plan.prune_oneshot(
+            net, target.calibration(), target.calibration_forward, progress=advance
         )
     finally:
         progress.close()

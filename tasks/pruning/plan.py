@@ -17,7 +17,7 @@ from torch.optim import Optimizer
 from masking.checks import check_int
 from masking.pruning import ESTIMATORS, SCHEDULES, Pruner, SparsitySchedule, parse_granularity
 from masking.pruning.granularity import NMGranularity, WeightGranularity
-from masking.pruning.oneshot import ONESHOT_METHODS
+from masking.pruning.oneshot import ONESHOT_METHODS, OneShotResult, prune_oneshot
 from masking.pruning.schedule import check_sparsity
 
 FINALIZE = ("auto", "bake", "compact")
@@ -206,6 +206,33 @@ class PruningPlan:
                 f"pruning.granularity must be weight or n:m (2:4, 4:8) for one-shot pruning, got "
                 f"{self.granularity}"
             )
+
+    def prune_oneshot(
+        self,
+        model: nn.Module,
+        calibration: Iterable[Any],
+        forward: Callable[[nn.Module, Any], Any],
+        *,
+        method: str | None = None,
+        progress: Callable[[int, int, float], None] | None = None,
+    ) -> OneShotResult:
+        """Prune ``model`` once, block by block, at this plan's granularity, sparsity and filters,
+        with ``method`` (default: the plan's own; ``pruning.prior`` for maskllm's prior)."""
+        method = method or self.method
+        # SparseGPT's block size and damping, when the plan is SparseGPT's own
+        options = self.estimator_args if method == "sparsegpt" == self.method else {}
+        return prune_oneshot(
+            model,
+            calibration,
+            method=method,
+            granularity=self.granularity,
+            sparsity=self.sparsity,
+            include=self.include,
+            exclude=self.exclude,
+            forward=forward,
+            progress=progress,
+            **options,
+        )
 
     def schedule(self, steps: int) -> SparsitySchedule:
         """The sparsity schedule over ``steps`` fine-tuning steps."""

@@ -147,6 +147,15 @@ def test_a_calibration_text_shorter_than_one_sequence_is_one_line(tmp_path):
 def test_a_model_folder_without_weights_or_with_another_tokenizer_is_one_line(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    result = run_cli(
+        *prune_lm_fast(tmp_path),
+        "task.pretrained=nobody/no-such-model",
+        f"hydra.run.dir={tmp_path / 'c'}",
+    )
+    assert "is neither a folder nor a model id in the local Hugging Face cache" in error_line(
+        result
+    )
+
     empty = tmp_path / "empty"
     empty.mkdir()
     LlamaConfig(vocab_size=64).save_pretrained(empty)  # config.json, no weights
@@ -179,3 +188,27 @@ def test_a_model_folder_without_weights_or_with_another_tokenizer_is_one_line(tm
         r"error: task.pretrained: the tokenizer has \d+ tokens but the model embeds only 64",
         error_line(result),
     )
+
+
+def test_a_local_hugging_face_folder_is_pruned_with_its_own_tokenizer(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from datamodules.text import train_tokenizer
+
+    folder = tmp_path / "gpt2-small-local"
+    tokenizer = train_tokenizer([Path(json.__file__).read_text()], 320)
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=tokenizer.get_vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=64
+    )
+    GPT2LMHeadModel(config).save_pretrained(folder)  # config.json + model.safetensors
+    tokenizer.save(str(folder / "tokenizer.json"))
+    metrics = finished_run(
+        tmp_path / "run", *prune_lm_fast(tmp_path), f"task.pretrained={folder}", "pruning=sparsegpt"
+    )
+    assert metrics["final/sparsity"] == pytest.approx(0.5)
+    report = read_json(tmp_path / "run" / "prune_report.json")
+    assert report["pretrained"] == str(folder)
+    assert len(report["layers"]) == 8  # c_attn, c_proj, c_fc, mlp.c_proj per block (Conv1D)
+    net = load_pruned(tmp_path / "run" / "export", builders=trusted(None))
+    assert type(net).__name__ == "GPT2LMHeadModel"
