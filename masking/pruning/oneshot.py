@@ -354,7 +354,45 @@ def prune_oneshot(
 
     Returns:
         The masks of the pruned layers (names qualified from ``model``), time per block, tokens.
+
+    The model runs in evaluation mode throughout (no dropout in the statistics) and is handed back
+    in the mode it came in.
     """
+    training = model.training
+    model.eval()
+    try:
+        return _prune_blocks(
+            model,
+            calibration,
+            method,
+            granularity,
+            sparsity,
+            blocks,
+            include,
+            exclude,
+            forward,
+            block_size,
+            damp,
+            progress,
+        )
+    finally:
+        model.train(training)
+
+
+def _prune_blocks(
+    model: nn.Module,
+    calibration: Iterable[Any],
+    method: str,
+    granularity: str | Granularity,
+    sparsity: float,
+    blocks: Sequence[nn.Module] | None,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    forward: Callable[[nn.Module, Any], Any],
+    block_size: int,
+    damp: float,
+    progress: Callable[[int, int, float], None] | None,
+) -> OneShotResult:
     if method not in ONESHOT_METHODS:
         raise ValueError(f"method must be one of {', '.join(ONESHOT_METHODS)}, got {method!r}")
     granularity, sparsity = _granularity(granularity, sparsity)

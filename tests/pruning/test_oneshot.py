@@ -99,6 +99,18 @@ def test_every_pruned_linear_has_the_exact_sparsity_or_pattern(config, method, g
             assert torch.all((weight.reshape(groups.shape) != 0).sum(-1) <= n), name
 
 
+def test_calibration_runs_without_dropout_and_the_mode_is_handed_back():
+    config = {**LLAMA, "attention_dropout": 0.5}
+    runs = []
+    for seed in (1, 2):
+        model = _model(config).train()
+        torch.manual_seed(seed)  # dropout, if it ran, would differ between the two
+        prune_oneshot(model, _calibration(), method="sparsegpt", forward=_forward)
+        assert model.training
+        runs.append(model.model.layers[1].mlp.down_proj.weight.clone())
+    assert torch.equal(*runs)  # the same statistics both times: no dropout was sampled
+
+
 def test_gpt2s_fused_projection_is_pruned_along_its_input_features():
     """Conv1D stores (in, out): the n:m groups must run along dim 0 of its storage."""
     model = _model(GPT2)
