@@ -92,7 +92,7 @@ def test_a_sweep_over_methods_and_patterns_writes_the_table_and_the_plot(tmp_pat
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "sweep" / "summary.md").read_text()
-    assert "final/ppl" in table and table.count("| ok") == 6
+    assert "final/ppl" in table and "6 jobs, 6 completed" in table
     assert (tmp_path / "sweep" / "summary_pareto.png").stat().st_size > 0
 
 
