@@ -275,14 +275,10 @@ class OneShotResult:
     block_seconds: list[float] = field(default_factory=list)
     tokens: int = 0
 
-    def sparsity(self) -> float:
-        """The fraction of zeros over every pruned layer's mask."""
+    def achieved_sparsity(self) -> float:
+        """The fraction of zeros over every pruned layer's mask (as ``Pruner.achieved_sparsity``)."""
         total = sum(mask.numel() for mask in self.masks.values())
         return 1 - sum(int(mask.sum()) for mask in self.masks.values()) / max(total, 1)
-
-    def achieved_sparsity(self) -> float:
-        """:meth:`sparsity` (the name the pruning report reads, as on a ``Pruner``)."""
-        return self.sparsity()
 
     def layer_sparsity(self) -> list[dict[str, Any]]:
         """Per pruned layer: elements, zeros, sparsity (as ``Pruner.layer_sparsity``)."""

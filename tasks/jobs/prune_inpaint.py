@@ -22,15 +22,9 @@ from ..runtime.checkpoints import build_network, read_inpainting_checkpoint, tru
 from ..runtime.files import save_image
 from ..runtime.job import launch_path
 from ..runtime.processes import data_parallel
-from ..runtime.trainer import capped_steps, evaluation_trainer, job_trainer
+from ..runtime.trainer import capped_steps, evaluation_trainer, job_trainer, step_limits
 
 log = logging.getLogger(__name__)
-
-
-def _step_limits(steps: int) -> dict[str, Any]:
-    """Trainer arguments for ``steps`` optimizer steps without validation (quality is measured
-    apart, on the fixed evaluation masks)."""
-    return {"max_steps": steps, "max_epochs": -1, "limit_val_batches": 0, "num_sanity_val_steps": 0}
 
 
 def check_channel_pruning(spec: dict, plan: PruningPlan) -> None:
@@ -137,7 +131,7 @@ class InpaintingTarget(PruningTarget):
             dense_steps,
             cache,
         )
-        trainer = job_trainer(cfg, self.output_dir / "dense", **_step_limits(dense_steps))
+        trainer = job_trainer(cfg, self.output_dir / "dense", **step_limits(dense_steps))
         trainer.fit(self._module(net), datamodule=self.datamodule)
         checkpoint = {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}
         checkpoint["net_spec"] = spec
@@ -161,7 +155,7 @@ class InpaintingTarget(PruningTarget):
         return self.finetuner
 
     def finetune_limits(self, steps: int) -> dict[str, Any]:
-        return _step_limits(steps)
+        return step_limits(steps)
 
     def batch_forward(self, module: Any):
         def forward(model: nn.Module, batch: Any) -> Tensor:  # a training batch with its masks

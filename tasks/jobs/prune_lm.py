@@ -21,13 +21,9 @@ from ..modules.language import check_vocabulary, local_causal_lm, perplexity, vo
 from ..pruning import PruningPlan, PruningTarget, cache_dense, dense_cache_path, prune
 from ..runtime.checkpoints import load_weights, state_dict_from_file
 from ..runtime.job import launch_path
-from ..runtime.trainer import capped_steps, job_trainer
+from ..runtime.trainer import capped_steps, job_trainer, step_limits
 
 log = logging.getLogger(__name__)
-
-
-def _step_limits(steps: int) -> dict[str, Any]:
-    return {"max_steps": steps, "max_epochs": -1, "limit_val_batches": 0, "num_sanity_val_steps": 0}
 
 
 class LanguageModelTarget(PruningTarget):
@@ -74,8 +70,7 @@ class LanguageModelTarget(PruningTarget):
         if self.pretrained_source is not None:
             net = self.local
             check_vocabulary(net, tokenizer, "task.pretrained")
-            self._check_context(net)
-            self._check_learned(net)
+            self._check_model(net)
             spec = {
                 "_target_": "tasks.modules.language.causal_lm",
                 "family": _family(net),
@@ -87,8 +82,7 @@ class LanguageModelTarget(PruningTarget):
             "vocab_size": vocabulary_size(tokenizer),
         }
         net = instantiate(spec)
-        self._check_context(net)
-        self._check_learned(net)
+        self._check_model(net)
         cache = dense_cache_path(
             cfg,
             {
@@ -114,10 +108,15 @@ class LanguageModelTarget(PruningTarget):
         )
         module = instantiate(cfg.task.dense_module, net=net)
         steps = capped_steps(cfg, cfg.task.dense_steps)
-        trainer = job_trainer(cfg, self.output_dir / "dense", **_step_limits(steps))
+        trainer = job_trainer(cfg, self.output_dir / "dense", **step_limits(steps))
         trainer.fit(module, datamodule=self.datamodule)
         description = f"{steps} steps on {self.datamodule.describe()}"
         return net.eval(), spec, cache_dense(cfg, cache, net.state_dict(), description)
+
+    def _check_model(self, net: nn.Module) -> None:
+        """Settings the model cannot follow fail now, before any dense training."""
+        self._check_context(net)
+        self._check_learned(net)
 
     def _check_context(self, net: nn.Module) -> None:
         """Sequences longer than the model's context fail now, with the setting's name."""
@@ -151,7 +150,7 @@ class LanguageModelTarget(PruningTarget):
 
     @property
     def check_inputs(self) -> Any:
-        return self.datamodule.example_input(2)
+        return self.example_inputs  # fixed held-out sequences: no random draw to delay
 
     def calibration(self) -> list[torch.Tensor]:
         """The calibration windows in batches (the same for every method at one seed)."""
@@ -178,7 +177,7 @@ class LanguageModelTarget(PruningTarget):
         )
 
     def finetune_limits(self, steps: int) -> dict[str, Any]:
-        return _step_limits(steps)
+        return step_limits(steps)
 
     def make_input(self, batch: int) -> Any:
         return self.datamodule.example_input(batch)

@@ -4,7 +4,7 @@ or a local folder, never downloaded), next-token training and held-out perplexit
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -169,8 +169,3 @@ def check_vocabulary(net: nn.Module, tokenizer: Any, where: str) -> None:
             f"{where}: the tokenizer has {size} tokens but the model embeds only {rows}; they do "
             "not belong together (give the model's own tokenizer.json)"
         )
-
-
-def config_of(net: nn.Module) -> Mapping[str, Any]:
-    """The Hugging Face config of ``net`` as a dict (what the export records to rebuild it)."""
-    return net.config.to_diff_dict()

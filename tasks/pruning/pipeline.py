@@ -227,7 +227,7 @@ def _prune_oneshot(
         plan.method,
         plan.granularity,
         len(result.masks),
-        result.sparsity(),
+        result.achieved_sparsity(),
         sum(result.block_seconds),
         result.tokens,
     )

@@ -106,6 +106,12 @@ def evaluation_trainer(cfg: DictConfig, root: Path) -> Any:
     )
 
 
+def step_limits(steps: int) -> dict[str, Any]:
+    """Trainer arguments for ``steps`` optimizer steps without validation (the pruning jobs
+    measure quality apart: fixed evaluation masks, held-out perplexity)."""
+    return {"max_steps": steps, "max_epochs": -1, "limit_val_batches": 0, "num_sanity_val_steps": 0}
+
+
 def capped_steps(cfg: DictConfig, steps: int) -> int:
     """``steps``, at most ``trainer.max_steps`` when that is set (a debug run, a short sweep)."""
     cap = cfg.trainer.get("max_steps", -1)
