@@ -21,7 +21,8 @@ input features kept in every output row). The pruned weights are written in plac
 (the hand-off to baking, export and the sparse kernels); :func:`prune_oneshot` returns the masks.
 
 Linear layers are ``nn.Linear`` and Hugging Face's ``Conv1D`` (GPT-2's fused projections, which
-store their weight as ``(in, out)``); both are handled through their ``(out, in)`` view.
+store their weight as ``(in, out)``); both are handled through their ``(out, in)`` view
+(:mod:`masking.pruning.layout`), as the learned masks of the pruner are.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from .granularity import Granularity, NMGranularity, WeightGranularity, parse_granularity
+from .layout import out_in_view, stores_transposed
 from .schedule import check_sparsity
 
 __all__ = [
@@ -62,15 +64,12 @@ _BLOCK_PATHS = (
 
 def is_linear(module: nn.Module) -> bool:
     """``nn.Linear``, or Hugging Face's ``Conv1D`` (a linear layer with its weight transposed)."""
-    if isinstance(module, nn.Linear):
-        return True
-    weight = getattr(module, "weight", None)
-    return type(module).__name__ == "Conv1D" and isinstance(weight, Tensor) and weight.ndim == 2
+    return isinstance(module, nn.Linear) or stores_transposed(module)
 
 
 def linear_weight(module: nn.Module) -> Tensor:
     """The layer's weight as ``(out_features, in_features)``: a view, so writing to it prunes."""
-    return module.weight.t() if type(module).__name__ == "Conv1D" else module.weight
+    return out_in_view(module)
 
 
 def decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -506,19 +505,50 @@ def _gather(
     *,
     hessian: bool,
 ) -> dict[str, _InputStatistics]:
+    """Each chosen layer's input statistics over every calibration batch. Layers called on the same
+    input tensor (a Llama block's q, k and v; its gate and up projections) share one statistics
+    object, gathered once: the Hessian, ``tokens × in²`` per layer, dominates SparseGPT's time."""
     if not inputs:
         return {}
     statistics: dict[str, _InputStatistics] = {}
-    handles = []
-    for name, module in chosen:
-        features = linear_weight(module).shape[1]
-        stats = _InputStatistics(features, hessian, linear_weight(module).device)
-        statistics[name] = stats
-        handles.append(module.register_forward_hook(lambda m, a, o, s=stats: s.add(a[0])))
+    sharers: dict[int, int] = {}  # id of a statistics object -> how many layers use it
+    call: dict[int, tuple[Tensor, _InputStatistics]] = {}  # this batch's inputs, by identity
+    counted: set[int] = set()  # the statistics objects this batch has added to
+
+    def record(name: str, module: nn.Module, x: Tensor) -> None:
+        seen = call.get(id(x))
+        seen = seen if seen is not None and seen[0] is x else None
+        stats = statistics.get(name)
+        if stats is None:
+            stats = (
+                seen[1]
+                if seen is not None
+                else _InputStatistics(x.shape[-1], hessian, linear_weight(module).device)
+            )
+            statistics[name] = stats
+            sharers[id(stats)] = sharers.get(id(stats), 0) + 1
+        if seen is not None and seen[1] is stats:
+            return  # this input is already counted, for the layer it is shared with
+        if sharers[id(stats)] > 1 and id(stats) in counted:
+            raise RuntimeError(
+                f"calibration: {name} shared its input with another layer on the first batch "
+                "and not on a later one"
+            )
+        call[id(x)] = (x, stats)
+        counted.add(id(stats))
+        stats.add(x)
+
+    handles = [
+        module.register_forward_hook(lambda m, a, o, name=name: record(name, m, a[0]))
+        for name, module in chosen
+    ]
     try:
         for args, kwargs in inputs:
+            call.clear()
+            counted.clear()
             block(*args, **kwargs)
     finally:
+        call.clear()
         for handle in handles:
             handle.remove()
     return statistics

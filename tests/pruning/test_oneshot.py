@@ -198,6 +198,54 @@ def test_each_block_is_calibrated_on_the_outputs_of_the_blocks_already_pruned():
     assert torch.equal(blocks[1][0].weight, expected[1][0].weight)
 
 
+def test_layers_reading_one_input_share_one_hessian_equal_to_its_own():
+    from masking.pruning.oneshot import _gather
+
+    model = _model(LLAMA)
+    block = model.model.layers[0]
+    names = {id(m): n for n, m in block.named_modules()}
+    chosen = [(names[id(m)], m) for m in block.modules() if isinstance(m, nn.Linear)]
+    seen: dict[str, list[torch.Tensor]] = {}
+    hooks = [
+        m.register_forward_hook(lambda m, a, o, n=n: seen.setdefault(n, []).append(a[0]))
+        for n, m in chosen
+    ]
+    calibration = _calibration()
+    inputs = []
+    first = block.register_forward_pre_hook(
+        lambda m, a, k: inputs.append((a, dict(k))), with_kwargs=True
+    )
+    with torch.no_grad():
+        for ids in calibration:
+            model(ids, use_cache=False)
+    first.remove()
+    for hook in hooks:
+        hook.remove()
+    stats = _gather(block, chosen, inputs, hessian=True)
+    attn, mlp = "self_attn.{}_proj", "mlp.{}_proj"
+    assert stats[attn.format("q")] is stats[attn.format("k")] is stats[attn.format("v")]
+    assert stats[mlp.format("gate")] is stats[mlp.format("up")]
+    assert stats[attn.format("o")] is not stats[attn.format("q")]
+    for name, recorded in seen.items():
+        x = torch.cat([r.reshape(-1, r.shape[-1]) for r in recorded]).double()
+        assert stats[name].tokens == x.shape[0] == 4 * 24
+        torch.testing.assert_close(stats[name].hessian.double(), x.T @ x, rtol=1e-5, atol=1e-4)
+
+
+def test_a_layer_called_twice_per_forward_counts_both_calls():
+    from masking.pruning.oneshot import _gather
+
+    layer = nn.Linear(8, 8)
+    block = nn.Sequential(layer, nn.Tanh(), layer)
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        middle = torch.tanh(layer(x))
+    stats = _gather(block, [("0", layer)], [((x,), {})], hessian=True)["0"]
+    both = torch.cat([x, middle])
+    assert stats.tokens == 10
+    torch.testing.assert_close(stats.hessian, both.T @ both, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("config", [LLAMA, GPT2], ids=["llama_gqa", "gpt2_conv1d"])
 def test_a_pruned_language_model_exports_and_reloads_bit_exactly(tmp_path, config):
     model = _model(config)
