@@ -30,6 +30,9 @@ class HadamardMask(nn.Module):
             entry, which of its rows belong to which channel of the source (rows not listed keep 1).
         first: whether this parameter draws the source's random sample for a forward pass (one
             member per source does, so coupled parameters share a hard-concrete sample).
+        transposed: the parameter is stored as ``(in, out)`` (Hugging Face's ``Conv1D``, see
+            :mod:`masking.pruning.layout`): ``source`` and ``granularity`` describe its
+            ``(out, in)`` view, and the expanded mask is applied transposed.
     """
 
     def __init__(
@@ -41,12 +44,16 @@ class HadamardMask(nn.Module):
         rows: Tensor | None = None,
         channels: Tensor | None = None,
         first: bool = True,
+        transposed: bool = False,
     ) -> None:
         super().__init__()
+        if transposed and granularity.structured:
+            raise ValueError(f"granularity {granularity} cannot mask a transposed (in, out) weight")
         self.source = source
         self.granularity = granularity
         self.dim = dim
         self.first = first
+        self.transposed = transposed
         self.identity = rows is None
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("channels", channels, persistent=False)
@@ -61,13 +68,17 @@ class HadamardMask(nn.Module):
         return self.granularity.expand(mask, weight.shape, dim=self.dim)
 
     def forward(self, weight: Tensor) -> Tensor:
-        own = weight if self.granularity.elementwise else None
+        view = weight.t() if self.transposed else weight  # the (out, in, ...) view masks are on
+        own = view if self.granularity.elementwise else None
         mask = self.source.mask(own, self.first and self.training)
-        return ops.mask_product(weight, self.expand(mask, weight).to(weight.dtype))
+        mask = self.expand(mask, view).to(weight.dtype)
+        # the product keeps the stored layout: a transposed weight takes the mask's transpose
+        return ops.mask_product(weight, mask.t() if self.transposed else mask)
 
     def extra_repr(self) -> str:
         dim = f", dim={self.dim}" if self.granularity.structured else ""
-        return f"granularity={str(self.granularity)!r}{dim}"
+        transposed = ", transposed=True" if self.transposed else ""
+        return f"granularity={str(self.granularity)!r}{dim}{transposed}"
 
 
 def attach(module: nn.Module, name: str, mask: HadamardMask) -> None:

@@ -19,6 +19,7 @@ from .compact import check_equivalent, compact
 from .estimators import ESTIMATORS, MagnitudeStats, MaskSource
 from .granularity import Granularity, parse_granularity
 from .graph import ChannelGroup, channel_groups
+from .layout import out_in_view, stores_transposed
 from .masks import HadamardMask, attach, bake
 from .schedule import SparsitySchedule, check_sparsity
 
@@ -28,7 +29,7 @@ PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
     nn.Conv3d,
     nn.Linear,
     GatedConv2d,
-)
+)  # and Hugging Face's Conv1D, a linear layer that stores its weight transposed (see layout.py)
 ALLOCATIONS = ("auto", "global", "layer")
 
 
@@ -40,6 +41,12 @@ class _Layer:
     module: nn.Module
     source: MaskSource
     counts: Tensor | None = None  # weights per mask entry where they differ (edge blocks)
+    transposed: bool = False  # stored as (in, out): Hugging Face's Conv1D
+
+    def weight(self) -> Tensor:
+        """The unmasked weight in the ``(out, in, ...)`` view its mask is defined on."""
+        weight = _original(self.module, "weight")
+        return weight.t() if self.transposed else weight
 
 
 @dataclass
@@ -59,6 +66,18 @@ def _original(module: nn.Module, name: str) -> Tensor:
     return getattr(module, name)
 
 
+def _weight_view(module: nn.Module) -> Tensor:
+    """The unmasked weight of ``module`` as ``(out, in, ...)`` (a Conv1D's transposed)."""
+    return out_in_view(module, _original(module, "weight"))
+
+
+def _prunable(module: nn.Module, types: tuple[type[nn.Module], ...]) -> bool:
+    """One of ``types``; Hugging Face's Conv1D counts as an ``nn.Linear``."""
+    if isinstance(module, types):
+        return True
+    return nn.Linear in types and stores_transposed(module)
+
+
 def select_modules(
     model: nn.Module,
     include: Sequence[str] = ("*",),
@@ -68,8 +87,9 @@ def select_modules(
     """Prunable modules whose qualified name matches ``include`` and no ``exclude`` entry.
 
     ``include`` and ``exclude`` hold glob patterns on qualified names (``layer4.*``, ``fc``) or
-    class names (``Linear``, ``BatchNorm2d``). Every pattern must match some module: a filter that
-    matches nothing is a typo, and an error.
+    class names (``Linear``, ``BatchNorm2d``, ``Conv1D``). Every pattern must match some module: a
+    filter that matches nothing is a typo, and an error. Hugging Face's ``Conv1D`` (GPT-2's
+    projections) is taken wherever ``nn.Linear`` is.
     """
     named = [(n, m) for n, m in model.named_modules() if n]
 
@@ -90,21 +110,26 @@ def select_modules(
     chosen = [
         (n, m)
         for n, m in named
-        if isinstance(m, types)
+        if _prunable(m, types)
         and isinstance(getattr(m, "weight", None), Tensor)
         and any(matches(p, n, m) for p in include)
         and not any(matches(p, n, m) for p in exclude)
     ]
     if not chosen:
         raise ValueError(
-            f"no prunable layer (Conv, Linear, GatedConv2d) left after include={list(include)} "
-            f"and exclude={list(exclude)}"
+            f"no prunable layer (Conv, Linear, Conv1D, GatedConv2d) left after "
+            f"include={list(include)} and exclude={list(exclude)}"
         )
     return chosen
 
 
 class Pruner:
     """Learned Hadamard masks on a model, from attachment to the final baked or compacted model.
+
+    Convolutions, ``nn.Linear`` and Hugging Face's ``Conv1D`` (GPT-2's projections, stored
+    ``(in, out)``) are masked; every mask is defined on the weight's ``(out, in, ...)`` view
+    (:mod:`masking.pruning.layout`), so n:m groups run along input features for all of them.
+    Channel granularity does not take ``Conv1D``.
 
     Args:
         model: the (pretrained) network; masks are attached in place.
@@ -191,6 +216,14 @@ class Pruner:
         self._last_update: int | None = None
         modules = select_modules(model, include, exclude)
         if self.granularity.structured:
+            fused = [name for name, module in modules if stores_transposed(module)]
+            if fused:
+                more = f" and {len(fused) - 1} more" if len(fused) > 1 else ""
+                raise ValueError(
+                    f"granularity={self.granularity}: Hugging Face Conv1D layers ({fused[0]}{more}) "
+                    "cannot be pruned by channel; choose granularity weight, block<R>x<C> or n:m, "
+                    "or exclude them"
+                )
             if example_inputs is None:
                 raise ValueError("example_inputs is required for granularity=channel")
             self._attach_channels(model, modules, example_inputs)
@@ -223,7 +256,7 @@ class Pruner:
         chosen = []
         misfit = None
         for name, module in modules:
-            weight = _original(module, "weight")
+            weight = _weight_view(module)  # masks are defined on the (out, in, ...) view
             if (reason := granularity.misfit(weight.shape)) is not None:
                 self.skipped.append(name)
                 misfit = reason
@@ -232,8 +265,10 @@ class Pruner:
         stats = self._shared_stats([magnitude for *_, magnitude in chosen]) if chosen else None
         for name, module, weight, magnitude in chosen:
             source = self._make_source(granularity.mask_shape(weight.shape), magnitude, stats)
-            attach(module, "weight", HadamardMask(source, granularity))
-            self.layers.append(_Layer(name, module, source, granularity.entry_sizes(weight.shape)))
+            transposed = stores_transposed(module)
+            attach(module, "weight", HadamardMask(source, granularity, transposed=transposed))
+            counts = granularity.entry_sizes(weight.shape)
+            self.layers.append(_Layer(name, module, source, counts, transposed))
         if self.skipped:
             warnings.warn(
                 f"{len(self.skipped)} layer(s) left dense: their {misfit}: "
@@ -247,7 +282,7 @@ class Pruner:
         self, model: nn.Module, modules: list[tuple[str, nn.Module]], example_inputs: Any
     ) -> None:
         chosen = {id(m) for _, m in modules}
-        ignored = [n for n, m in model.named_modules() if n and isinstance(m, PRUNABLE_TYPES)]
+        ignored = [n for n, m in model.named_modules() if n and _prunable(m, PRUNABLE_TYPES)]
         ignored = [n for n in ignored if id(model.get_submodule(n)) not in chosen]
         groups = channel_groups(model, example_inputs, ignored=ignored)
         if not groups:
@@ -326,7 +361,7 @@ class Pruner:
     def refresh_importance(self) -> None:
         """Recompute magnitude importance from the current (unmasked) weights."""
         for layer in self.layers:
-            magnitude = self.granularity.scores(_original(layer.module, "weight"))
+            magnitude = self.granularity.scores(layer.weight())
             layer.source.magnitude = magnitude.to(layer.source.keep.device)
         if self.groups:
             named = dict(self.model.named_modules())

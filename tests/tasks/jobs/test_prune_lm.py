@@ -190,7 +190,9 @@ def test_a_model_folder_without_weights_or_with_another_tokenizer_is_one_line(tm
     )
 
 
-def test_a_local_hugging_face_folder_is_pruned_with_its_own_tokenizer(tmp_path):
+def _local_gpt2(tmp_path: Path) -> Path:
+    """A small random GPT-2 (fused Conv1D projections) saved as a Hugging Face folder with its own
+    tokenizer."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from datamodules.text import train_tokenizer
@@ -203,6 +205,11 @@ def test_a_local_hugging_face_folder_is_pruned_with_its_own_tokenizer(tmp_path):
     )
     GPT2LMHeadModel(config).save_pretrained(folder)  # config.json + model.safetensors
     tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_a_local_hugging_face_folder_is_pruned_with_its_own_tokenizer(tmp_path):
+    folder = _local_gpt2(tmp_path)
     metrics = finished_run(
         tmp_path / "run", *prune_lm_fast(tmp_path), f"task.pretrained={folder}", "pruning=sparsegpt"
     )
@@ -212,3 +219,34 @@ def test_a_local_hugging_face_folder_is_pruned_with_its_own_tokenizer(tmp_path):
     assert len(report["layers"]) == 8  # c_attn, c_proj, c_fc, mlp.c_proj per block (Conv1D)
     net = load_pruned(tmp_path / "run" / "export", builders=trusted(None))
     assert type(net).__name__ == "GPT2LMHeadModel"
+
+
+def test_maskllm_learns_an_exact_2_4_mask_of_gpt2s_conv1d_projections(tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    folder = _local_gpt2(tmp_path)
+    metrics = finished_run(
+        tmp_path / "run",
+        *prune_lm_fast(tmp_path),
+        f"task.pretrained={folder}",
+        "pruning=maskllm",
+        "task.finetune_steps=4",
+    )
+    assert metrics["final/sparsity"] == pytest.approx(0.5)
+    report = read_json(tmp_path / "run" / "prune_report.json")
+    assert report["method"] == "maskllm" and report["finetune_steps"] == 4
+    layers = [row["layer"] for row in report["layers"]]
+    assert len(layers) == 8  # c_attn, c_proj, c_fc, mlp.c_proj per block; lm_head kept
+    export = tmp_path / "run" / "export"
+    net = load_pruned(export, builders=trusted(None))
+    weights = torch.load(export / "model.pt", weights_only=True)
+    assert net.state_dict().keys() == weights.keys()
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())
+    dense = GPT2LMHeadModel.from_pretrained(folder).state_dict()
+    for name in layers:
+        stored = net.get_submodule(name).weight  # Conv1D: (in, out), groups along dim 0
+        assert type(net.get_submodule(name)).__name__ == "Conv1D"
+        groups = (stored.t() != 0).reshape(stored.shape[1], -1, 4)
+        assert torch.all(groups.sum(-1) == 2), name
+        kept = stored != 0
+        assert torch.equal(stored[kept], dense[f"{name}.weight"][kept]), name  # weights frozen
