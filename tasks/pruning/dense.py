@@ -37,7 +37,7 @@ def dense_cache_path(cfg: DictConfig, recipe: dict[str, Any]) -> Path:
         "data": {
             k: v
             for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
-            if k not in ("num_workers", "pin_memory")
+            if k not in ("num_workers", "pin_memory", "cache_dir")  # how, or where, not what
         },
         "seed": cfg.seed,
         "trainer": {k: trainer[k] for k in TRAINING_KEYS if trainer.get(k) is not None},
