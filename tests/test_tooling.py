@@ -142,6 +142,41 @@ def test_prune_compare_benchmark_writes_its_report(tmp_path):
     assert "| ours: magnitude |" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow
+def test_language_model_benchmark_writes_every_method_and_granularity(tmp_path):
+    out = tmp_path / "lm"
+    # a tiny model and budget; the generous timeout is for a loaded 2-core machine, not a target
+    result = run_script("benchmarks/bench_prune_lm.py", "--quick", "--out", str(out), timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    rows = {(r["method"], r["granularity"]): r for r in payload["results"]["rows"]}
+    oneshot = {(m, g) for m in ("magnitude", "wanda", "sparsegpt") for g in ("50%", "4:8", "2:4")}
+    assert set(rows) == oneshot | {("maskllm", "4:8"), ("maskllm", "2:4")}
+    dense = payload["results"]["dense"]["dense_ppl"]
+    for row in rows.values():
+        assert row["dense_ppl"] == pytest.approx(dense)  # one dense model for every entry
+        assert row["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
+        assert row["ppl"] > 1 and row["prune_seconds"] > 0
+        assert row["memory"]["peak_rss_mib"] >= row["memory"]["start_rss_mib"] > 0
+    assert "| ours | maskllm | — |" in out.with_suffix(".md").read_text()
+
+
+def test_language_model_scale_row_times_each_block(tmp_path):
+    out = tmp_path / "scale"
+    args = ["--scale", "--quick", "--scale-methods", "wanda", "sparsegpt", "--out", str(out)]
+    result = run_script("benchmarks/bench_prune_lm.py", *args, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    config = payload["results"]["config"]
+    for row in payload["results"]["rows"]:
+        assert len(row["block_seconds"]) == config["num_hidden_layers"]
+        assert row["achieved_sparsity"] == pytest.approx(0.5)
+        seven_b = row["extrapolation"]["llama_7b_128x2048"]
+        assert seven_b["tflop_per_block"] > row["tflop_per_block"] > 0
+    sparsegpt, wanda = payload["results"]["rows"][1], payload["results"]["rows"][0]
+    assert sparsegpt["tflop_per_block"] > wanda["tflop_per_block"]  # the Hessians and the solve
+
+
 def test_sparse_benchmark_writes_speedups_and_break_evens(tmp_path):
     out = tmp_path / "sp"
     args = ["--linears", "64x64x8", "--convs", "16x16x3x8x2", "--sparsities", "0.5", "0.9"]
