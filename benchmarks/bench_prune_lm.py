@@ -118,20 +118,41 @@ def _compose(out: Path, overrides: list[str]):
 
 
 def worker_job(spec: dict) -> dict:
-    """One of our entries: the job, in this process."""
+    """One of our entries: the job, in this process. A one-shot method's memory is taken over its
+    pruning call (``PruningPlan.prune_oneshot``), as llm-compressor's is over ``oneshot``;
+    MaskLLM's over the whole job, whose pruning is its prior and its training."""
     from tasks import run
+    from tasks.pruning.plan import PruningPlan
 
     out = Path(spec["out"])
     cfg = _compose(out, spec["overrides"])
-    with PeakMemory() as memory:
-        run(cfg)
+    calls: list[PeakMemory] = []
+    original = PruningPlan.prune_oneshot
+
+    def measured(self, *args: Any, **kwargs: Any):
+        with PeakMemory() as memory:
+            result = original(self, *args, **kwargs)
+        calls.append(memory)
+        return result
+
+    PruningPlan.prune_oneshot = measured
+    try:
+        with PeakMemory() as job:
+            run(cfg)
+    finally:
+        PruningPlan.prune_oneshot = original
     report = json.loads((out / "prune_report.json").read_text())
+    learned = report["finetune_steps"] > 0
     return {
         "dense_ppl": report["perplexity"]["dense"],
         "ppl": report["perplexity"]["final"],
         "prune_seconds": report["prune_seconds"],
         "achieved_sparsity": report["achieved_sparsity"],
-        "memory": memory.record(),
+        "memory": {
+            **(job if learned else calls[-1]).record(),
+            "over": "job" if learned else "call",
+        },
+        "job_memory": job.record(),
     }
 
 
@@ -379,6 +400,7 @@ def llmcompressor_entry(args, work: Path, name: str, dense: dict, method, label,
             "peak_rss_mib": own["peak_rss_mib"],
             "start_rss_mib": own["rss_before_mib"],
             "peak_over_start_mib": own["peak_rss_mib"] - own["rss_before_mib"],
+            "over": "call",
         },
         "llmcompressor": own,
     }
@@ -424,9 +446,10 @@ def table_markdown(payload: dict) -> str:
         lines.append(f"| {tool} | {method} | " + " | ".join(cells) + f" | {ratio} |")
     lines += [
         "",
-        "Wall time of the pruning alone (one shot: calibration passes and pruning; MaskLLM: prior "
-        "and mask training) and peak memory over the process's start (peak resident set size in "
-        "brackets):",
+        "Wall time of the pruning alone (one shot: the pruning call, calibration passes "
+        "included; MaskLLM: its prior and the mask training) and peak memory over what the "
+        "process held before it (one shot: before the pruning call; MaskLLM: before the job, "
+        "training included), with the peak resident set size in brackets:",
         "",
         "| tool | method | "
         + " | ".join(f"{g} s" for g in labels)

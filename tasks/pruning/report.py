@@ -60,10 +60,11 @@ def report_markdown(report: dict[str, Any]) -> str:
         )
 
     lines.append(row("dense", d))
-    lines.append(
-        f"| masked, before fine-tuning | {quality('masked_before_finetune')} | | | |"
-        + " |" * len(batches)
-    )
+    if report.get("finetune_steps"):  # one shot: the masked model is the final one
+        lines.append(
+            f"| masked, before fine-tuning | {quality('masked_before_finetune')} | | | |"
+            + " |" * len(batches)
+        )
     lines.append(row("final", f))
     lines += [
         "",

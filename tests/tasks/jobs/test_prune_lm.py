@@ -28,7 +28,10 @@ def test_one_shot_wanda_prunes_the_embedded_model_and_exports_it(tmp_path):
     assert report["perplexity"]["final"] == pytest.approx(metrics["final/ppl"])
     assert len(report["oneshot"]["block_seconds"]) == 2  # two decoder blocks, in order
     assert len(report["layers"]) == 14  # q, k, v, o, gate, up, down per block; lm_head kept
-    assert "perplexity" in (tmp_path / "run" / "prune_report.md").read_text()
+    assert report["prune_seconds"] > 0
+    table = (tmp_path / "run" / "prune_report.md").read_text()
+    assert "perplexity" in table
+    assert "before fine-tuning" not in table  # one shot: the masked model is the final one
     # the export rebuilds the pruned model and computes what it computed
     export = tmp_path / "run" / "export"
     net = load_pruned(export, builders=trusted(None))
@@ -67,6 +70,9 @@ def test_maskllm_learns_an_exact_n_m_mask_from_its_prior(tmp_path):
         "task.finetune_steps=6",
     )
     assert metrics["final/sparsity"] == pytest.approx(0.5)
+    report = read_json(tmp_path / "run" / "prune_report.json")
+    assert report["prune_seconds"] > 0 and report["finetune_steps"] == 6
+    assert "| masked, before fine-tuning |" in (tmp_path / "run" / "prune_report.md").read_text()
     net = load_pruned(tmp_path / "run" / "export", builders=trusted(None))
     for name, module in net.named_modules():
         if isinstance(module, torch.nn.Linear) and name != "lm_head":
