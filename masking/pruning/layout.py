@@ -22,7 +22,11 @@ def stores_transposed(module: nn.Module) -> bool:
     subclass, such as the class a parametrization gives it)."""
     if not any(cls.__name__ == "Conv1D" for cls in type(module).__mro__):
         return False
-    weight = getattr(module, "weight", None)
+    plists = getattr(module, "parametrizations", None)
+    if plists is not None and "weight" in plists:
+        weight = plists["weight"].original  # not module.weight, which would run the mask
+    else:
+        weight = getattr(module, "weight", None)
     return isinstance(weight, Tensor) and weight.ndim == 2
 
 

@@ -257,6 +257,13 @@ class _InputStatistics:
         if self.hessian is not None:
             self.hessian.addmm_(x.t(), x)
 
+    def merge(self, other: _InputStatistics) -> None:
+        """Add ``other``'s sums (of the same features) to these."""
+        self.tokens += other.tokens
+        self.squares += other.squares
+        if self.hessian is not None:
+            self.hessian += other.hessian
+
 
 @dataclass
 class OneShotResult:
@@ -505,38 +512,25 @@ def _gather(
     *,
     hessian: bool,
 ) -> dict[str, _InputStatistics]:
-    """Each chosen layer's input statistics over every calibration batch. Layers called on the same
-    input tensor (a Llama block's q, k and v; its gate and up projections) share one statistics
-    object, gathered once: the Hessian, ``tokens × in²`` per layer, dominates SparseGPT's time."""
+    """Each chosen layer's input statistics over every calibration batch (every call counts).
+    Within a batch, an input tensor read by several layers (a Llama block's q, k and v; its gate
+    and up projections) has its sums computed once and added to each of them: the Hessian,
+    ``tokens × in²`` per input, dominates SparseGPT's time, while adding it is ``in²``."""
     if not inputs:
         return {}
     statistics: dict[str, _InputStatistics] = {}
-    sharers: dict[int, int] = {}  # id of a statistics object -> how many layers use it
-    call: dict[int, tuple[Tensor, _InputStatistics]] = {}  # this batch's inputs, by identity
-    counted: set[int] = set()  # the statistics objects this batch has added to
+    # this batch's inputs by identity: (the tensor, its version, its sums)
+    seen: dict[int, tuple[Tensor, int, _InputStatistics]] = {}
 
     def record(name: str, module: nn.Module, x: Tensor) -> None:
-        seen = call.get(id(x))
-        seen = seen if seen is not None and seen[0] is x else None
-        stats = statistics.get(name)
-        if stats is None:
-            stats = (
-                seen[1]
-                if seen is not None
-                else _InputStatistics(x.shape[-1], hessian, linear_weight(module).device)
-            )
-            statistics[name] = stats
-            sharers[id(stats)] = sharers.get(id(stats), 0) + 1
-        if seen is not None and seen[1] is stats:
-            return  # this input is already counted, for the layer it is shared with
-        if sharers[id(stats)] > 1 and id(stats) in counted:
-            raise RuntimeError(
-                f"calibration: {name} shared its input with another layer on the first batch "
-                "and not on a later one"
-            )
-        call[id(x)] = (x, stats)
-        counted.add(id(stats))
-        stats.add(x)
+        if name not in statistics:
+            statistics[name] = _InputStatistics(x.shape[-1], hessian, linear_weight(module).device)
+        known = seen.get(id(x))
+        if known is None or known[0] is not x or known[1] != x._version:
+            sums = _InputStatistics(x.shape[-1], hessian, linear_weight(module).device)
+            sums.add(x)
+            known = seen[id(x)] = (x, x._version, sums)
+        statistics[name].merge(known[2])
 
     handles = [
         module.register_forward_hook(lambda m, a, o, name=name: record(name, m, a[0]))
@@ -544,11 +538,16 @@ def _gather(
     ]
     try:
         for args, kwargs in inputs:
-            call.clear()
-            counted.clear()
+            seen.clear()
             block(*args, **kwargs)
     finally:
-        call.clear()
+        seen.clear()
         for handle in handles:
             handle.remove()
+    missing = [name for name, _ in chosen if name not in statistics]
+    if missing:
+        raise ValueError(
+            f"calibration: {missing[0]} was never called by its block, so it has no input "
+            "statistics (exclude it with pruning.exclude)"
+        )
     return statistics

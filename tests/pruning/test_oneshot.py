@@ -198,7 +198,7 @@ def test_each_block_is_calibrated_on_the_outputs_of_the_blocks_already_pruned():
     assert torch.equal(blocks[1][0].weight, expected[1][0].weight)
 
 
-def test_layers_reading_one_input_share_one_hessian_equal_to_its_own():
+def test_every_layers_hessian_is_its_own_inputs_xtx_when_layers_share_inputs():
     from masking.pruning.oneshot import _gather
 
     model = _model(LLAMA)
@@ -222,28 +222,53 @@ def test_layers_reading_one_input_share_one_hessian_equal_to_its_own():
     for hook in hooks:
         hook.remove()
     stats = _gather(block, chosen, inputs, hessian=True)
-    attn, mlp = "self_attn.{}_proj", "mlp.{}_proj"
-    assert stats[attn.format("q")] is stats[attn.format("k")] is stats[attn.format("v")]
-    assert stats[mlp.format("gate")] is stats[mlp.format("up")]
-    assert stats[attn.format("o")] is not stats[attn.format("q")]
+    assert seen["self_attn.q_proj"][0] is seen["self_attn.k_proj"][0]  # one input, read thrice
     for name, recorded in seen.items():
         x = torch.cat([r.reshape(-1, r.shape[-1]) for r in recorded]).double()
         assert stats[name].tokens == x.shape[0] == 4 * 24
         torch.testing.assert_close(stats[name].hessian.double(), x.T @ x, rtol=1e-5, atol=1e-4)
 
 
-def test_a_layer_called_twice_per_forward_counts_both_calls():
+class _Reuse(nn.Module):
+    """``a(x)``, ``a(y)``, ``b(x)``, ``a(x)``: one layer called thrice, an input read by two."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.tanh(self.a(x))
+        return self.a(y) + self.b(x) + self.a(x)
+
+
+def test_every_call_of_a_layer_counts_and_a_shared_input_counts_for_each_reader():
     from masking.pruning.oneshot import _gather
 
-    layer = nn.Linear(8, 8)
-    block = nn.Sequential(layer, nn.Tanh(), layer)
-    x = torch.randn(5, 8)
+    block = _Reuse()
+    batches = [torch.randn(5, 8), torch.randn(3, 8)]
+    stats = _gather(
+        block, [("a", block.a), ("b", block.b)], [((x,), {}) for x in batches], hessian=True
+    )
     with torch.no_grad():
-        middle = torch.tanh(layer(x))
-    stats = _gather(block, [("0", layer)], [((x,), {})], hessian=True)["0"]
-    both = torch.cat([x, middle])
-    assert stats.tokens == 10
-    torch.testing.assert_close(stats.hessian, both.T @ both, rtol=1e-5, atol=1e-5)
+        a_inputs = torch.cat([torch.cat([x, torch.tanh(block.a(x)), x]) for x in batches])
+    b_inputs = torch.cat(batches)
+    assert stats["a"].tokens == 3 * 8 and stats["b"].tokens == 8
+    torch.testing.assert_close(stats["a"].hessian, a_inputs.T @ a_inputs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats["b"].hessian, b_inputs.T @ b_inputs, rtol=1e-5, atol=1e-5)
+
+
+def test_a_layer_its_block_never_calls_is_one_line():
+    from masking.pruning.oneshot import _gather
+
+    block = nn.Sequential(nn.Linear(4, 4))
+    unused = nn.Linear(4, 4)
+    with pytest.raises(ValueError, match="unused was never called by its block"):
+        _gather(
+            block,
+            [("0", block[0]), ("unused", unused)],
+            [((torch.randn(2, 4),), {})],
+            hessian=False,
+        )
 
 
 @pytest.mark.parametrize("config", [LLAMA, GPT2], ids=["llama_gqa", "gpt2_conv1d"])
