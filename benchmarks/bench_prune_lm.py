@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -75,16 +74,25 @@ LLAMA_7B = {
 
 
 class PeakMemory:
-    """The peak resident set size of this process while the block runs, sampled every 10 ms."""
+    """The peak resident set size of this process while the block runs: the kernel's own peak
+    (``VmHWM``, reset through ``/proc/self/clear_refs`` on entry), or where the reset is refused,
+    the resident set sampled every 10 ms."""
 
     def __init__(self) -> None:
         self.page = os.sysconf("SC_PAGE_SIZE")
         self.start = self.peak = self.rss()
+        self.exact = False
         self._stop = threading.Event()
 
     def rss(self) -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * self.page
+
+    @staticmethod
+    def high_water() -> int:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
 
     def _sample(self) -> None:
         while not self._stop.wait(0.01):
@@ -92,6 +100,12 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         self.start = self.peak = self.rss()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.exact = True
+        except OSError:
+            self.exact = False
+        self._stop.clear()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -100,14 +114,16 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self.rss())
+        if self.exact:
+            self.peak = max(self.peak, self.high_water())
 
-    def record(self) -> dict[str, float]:
+    def record(self) -> dict[str, Any]:
         mib = 2**20
         return {
             "peak_rss_mib": self.peak / mib,
             "start_rss_mib": self.start / mib,
             "peak_over_start_mib": (self.peak - self.start) / mib,
-            "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_from": "VmHWM" if self.exact else "sampled every 10 ms",
         }
 
 
@@ -178,6 +194,7 @@ def worker_export(spec: dict) -> dict:
         "origin": origin,
         "parameters": sum(p.numel() for p in net.parameters()),
         "calibration": list(windows.shape),
+        "calibration_batch": int(cfg.task.calibration.batch_size),
         "data": target.datamodule.describe(),
     }
 
@@ -212,7 +229,7 @@ def worker_scale(spec: dict) -> dict:
     from tasks.modules.language import causal_lm
 
     torch.manual_seed(0)
-    data = TextDataModule(seq_len=spec["seq_len"], cache_dir=str(REPO / ".cache" / "text"))
+    data = TextDataModule(path=spec["data_path"], seq_len=spec["seq_len"], cache_dir=spec["cache"])
     data.setup("fit")
     windows = data.calibration(spec["samples"], 0, spec["seq_len"])
     started = time.perf_counter()
@@ -374,6 +391,8 @@ def llmcompressor_entry(args, work: Path, name: str, dense: dict, method, label,
         structure,
         "--threads",
         str(torch.get_num_threads()),
+        "--batch-size",
+        str(dense["calibration_batch"]),  # the batch ours runs the calibration in
         "--out",
         str(folder / "model"),
     ]
@@ -401,6 +420,7 @@ def llmcompressor_entry(args, work: Path, name: str, dense: dict, method, label,
             "start_rss_mib": own["rss_before_mib"],
             "peak_over_start_mib": own["peak_rss_mib"] - own["rss_before_mib"],
             "over": "call",
+            "peak_from": own.get("peak_of"),
         },
         "llmcompressor": own,
     }
@@ -446,10 +466,12 @@ def table_markdown(payload: dict) -> str:
         lines.append(f"| {tool} | {method} | " + " | ".join(cells) + f" | {ratio} |")
     lines += [
         "",
-        "Wall time of the pruning alone (one shot: the pruning call, calibration passes "
-        "included; MaskLLM: its prior and the mask training) and peak memory over what the "
-        "process held before it (one shot: before the pruning call; MaskLLM: before the job, "
-        "training included), with the peak resident set size in brackets:",
+        "Wall time of the pruning alone, one run each (one shot: the pruning call, calibration "
+        f"passes included, {payload['calibration_batch']} windows a batch for both tools; "
+        "MaskLLM: its prior and the mask training, without the job's evaluations), and peak "
+        "memory over what the process held before it (one shot: the pruning call's own peak "
+        "resident set, `VmHWM` reset before it, minus the resident set then; MaskLLM: the "
+        "whole job's, training included), with the peak resident set in brackets:",
         "",
         "| tool | method | "
         + " | ".join(f"{g} s" for g in labels)
@@ -481,33 +503,52 @@ def table_markdown(payload: dict) -> str:
 # ---------------------------------------------------------------------------- the scale row
 
 
-def layer_flops(config: dict, tokens: int, method: str) -> float:
-    """Multiply-adds ×2 one decoder block costs a one-shot pruner: the two passes of the
-    calibration tokens through the block (statistics, then outputs for the next block), the
-    statistics (SparseGPT: one ``XᵀX`` per distinct input), SparseGPT's solve per layer."""
+def _block_layers(config: dict) -> list[tuple[int, int]]:
+    """``(out, in)`` of a Llama block's q, k, v, o, gate, up and down projections."""
     d, f = config["hidden_size"], config["intermediate_size"]
     kv = d * config["num_key_value_heads"] // config["num_attention_heads"]
-    layers = [(d, d), (kv, d), (kv, d), (d, d), (f, d), (f, d), (d, f)]  # (out, in)
-    forward = 2 * tokens * sum(o * i for o, i in layers)
+    return [(d, d), (kv, d), (kv, d), (d, d), (f, d), (f, d), (d, f)]
+
+
+def layer_flops(config: dict, tokens: int, seq_len: int, method: str) -> float:
+    """Approximate floating-point operations one decoder block costs a one-shot pruner (0 for
+    magnitude, which only sorts weights): two passes of the calibration tokens through the block
+    (statistics, then the outputs for the next block), each its projections (``2·T·Σ out·in``) and
+    its attention scores and mixing (``4·T·S·d``); the statistics (SparseGPT: ``2·T·in²`` per
+    distinct input); SparseGPT's solve per layer (the lazy OBS updates, about ``out·in²``, and the
+    inverse Cholesky factor, about ``4/3·in³``). Norms, activations and the rotary embedding are
+    left out (a few per cent)."""
+    d, f = config["hidden_size"], config["intermediate_size"]
+    layers = _block_layers(config)
     if method == "magnitude":
         return 0.0
+    forward = 2 * tokens * sum(o * i for o, i in layers) + 4 * tokens * seq_len * d
     passes = 2 * forward
     if method == "wanda":
         return passes
-    hessians = 2 * tokens * (d * d * 3 + f * f)  # attention input, o's input, MLP input, down's
-    solve = sum(2 * o * i * i + 2 * i**3 for o, i in layers)  # OBS updates, inverse Cholesky
+    hessians = 2 * tokens * (3 * d * d + f * f)  # attention input, o's input, MLP input, down's
+    solve = sum(o * i * i + 4 * i**3 / 3 for o, i in _block_layers(config))
     return passes + hessians + solve
 
 
+def block_weights(config: dict) -> int:
+    """The pruned weights of one block (what magnitude's sort scales with)."""
+    return sum(o * i for o, i in _block_layers(config))
+
+
 def seven_b_memory(tokens: int, method: str) -> float:
-    """Bytes a one-shot pruner holds on one GPU for LLaMA-2-7B in bfloat16: the weights, one
-    block's calibration inputs and outputs, and (SparseGPT) one block's float32 Hessians, one per
-    distinct input (the shared statistics); the keep masks go to host memory."""
+    """A lower bound on the bytes a one-shot pruner holds on one GPU for LLaMA-2-7B in bfloat16:
+    the weights; one block's calibration inputs and outputs; for SparseGPT each layer's float32
+    Hessian (one per layer) and the working set of its largest solve (a float32 copy of the weight,
+    the damped Hessian, its Cholesky factor, the inverse and its factor). The keep masks (a byte
+    per pruned weight) go to host memory; per-batch activations inside a block are left out."""
     d, f, layers = LLAMA_7B["hidden_size"], LLAMA_7B["intermediate_size"], 32
-    weights = (layers * (4 * d * d + 3 * d * f) + 2 * 32000 * d) * 2
+    per_block = sum(o * i for o, i in _block_layers(LLAMA_7B))
+    weights = (layers * (per_block + 2 * d) + 2 * 32000 * d) * 2
     hidden = 2 * tokens * d * 2 if method != "magnitude" else 0
-    hessians = (3 * d * d + f * f) * 4 if method == "sparsegpt" else 0
-    return float(weights + hidden + hessians)
+    hessians = (6 * d * d + f * f) * 4 if method == "sparsegpt" else 0
+    solve = (d * f + 4 * f * f) * 4 if method == "sparsegpt" else 0
+    return float(weights + hidden + hessians + solve)
 
 
 def run_scale(args: argparse.Namespace, work: Path) -> dict:
@@ -532,21 +573,33 @@ def run_scale(args: argparse.Namespace, work: Path) -> dict:
             method=method,
             granularity=args.scale_granularity,
             samples=args.scale_samples,
+            # quick: a small corpus and its own token cache, not the standard library's
+            data_path=str(Path(os.__file__).parent / "email") if args.quick else None,
+            cache=str(work / "text") if args.quick else str(REPO / ".cache" / "text"),
             seq_len=args.scale_seq_len,
             batch_size=args.scale_batch,
         )
         tokens = entry["tokens"] or args.scale_samples * args.scale_seq_len
         per_block = sorted(entry["block_seconds"])[len(entry["block_seconds"]) // 2]
-        measured = layer_flops(config, tokens, method)
+        measured = layer_flops(config, tokens, args.scale_seq_len, method)
         extrapolation = {}
-        for name, target in (("llama_7b_same_tokens", tokens), ("llama_7b_128x2048", 128 * 2048)):
-            flops = layer_flops(LLAMA_7B, target, method)
+        for name, target, seq in (
+            ("llama_7b_same_tokens", tokens, args.scale_seq_len),
+            ("llama_7b_128x2048", 128 * 2048, 2048),
+        ):
+            flops = layer_flops(LLAMA_7B, target, seq, method)
+            if measured:
+                cpu = per_block * flops / measured
+            else:  # magnitude: a sort of the weights, scaled by their count
+                cpu = per_block * block_weights(LLAMA_7B) / block_weights(config)
             extrapolation[name] = {
                 "tokens": target,
                 "tflop_per_block": flops / 1e12,
-                "cpu_seconds_per_block": per_block * flops / measured if measured else per_block,
-                "gpu_seconds_per_block_assumed": flops / (args.gpu_tflops * 1e12),
-                "gpu_memory_gib": seven_b_memory(target, method) / 2**30,
+                "cpu_seconds_per_block": cpu,
+                "gpu_seconds_per_block_assumed": flops / (args.gpu_tflops * 1e12)
+                if flops
+                else None,
+                "gpu_memory_gib_lower_bound": seven_b_memory(target, method) / 2**30,
             }
         rows.append(
             {
@@ -583,6 +636,8 @@ def scale_markdown(payload: dict) -> str:
     for row in rows:
         ex = row["extrapolation"]
         same, paper = ex["llama_7b_same_tokens"], ex["llama_7b_128x2048"]
+        seconds = paper["gpu_seconds_per_block_assumed"]
+        gpu = "—" if seconds is None else f"{32 * seconds:.0f} s"
         lines.append(
             f"| {row['method']} | {row['median_block_seconds']:.2f} s | "
             f"{row['prune_seconds']:.0f} s | {row['memory']['peak_rss_mib'] / 1024:.2f} GiB | "
@@ -590,17 +645,18 @@ def scale_markdown(payload: dict) -> str:
             f"{row['tflop_per_block']:.2f} | {same['cpu_seconds_per_block']:.1f} s "
             f"({same['tflop_per_block']:.2f} TFLOP) | {paper['cpu_seconds_per_block']:.0f} s "
             f"({paper['tflop_per_block']:.1f} TFLOP) | "
-            f"{32 * paper['gpu_seconds_per_block_assumed']:.0f} s, "
-            f"{paper['gpu_memory_gib']:.1f} GiB |"
+            f"{gpu}, ≥ {paper['gpu_memory_gib_lower_bound']:.1f} GiB |"
         )
     lines += [
         "",
         "Extrapolated, not measured: the time scales each block's measured time on this CPU by the "
-        "ratio of the multiply-adds of a LLaMA-2-7B block (hidden 4096, MLP 11008, 32 heads) at "
-        "the same calibration tokens or at the papers' 128 windows of 2048 tokens; the GPU column "
-        f"assumes a sustained {payload['gpu_tflops']:g} TFLOP/s and bfloat16 weights, and its "
-        "memory is the weights, one block's calibration inputs and outputs and (SparseGPT) one "
-        "block's float32 Hessians; the keep masks (one byte per pruned weight) go to host memory.",
+        "ratio of the operations of a LLaMA-2-7B block (hidden 4096, MLP 11008, 32 heads; "
+        "`layer_flops` in the script) at the same calibration tokens or at the papers' 128 windows "
+        "of 2048 tokens (magnitude: by the ratio of weights it sorts); the GPU column assumes a "
+        f"sustained {payload['gpu_tflops']:g} TFLOP/s and bfloat16 weights, and its memory is a "
+        "lower bound: the weights, one block's calibration inputs and outputs and (SparseGPT) "
+        "every layer's float32 Hessian and the largest solve's working set; the keep masks (a "
+        "byte per pruned weight) go to host memory.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -649,11 +705,13 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     try:
         results = run_scale(args, work) if args.scale else run_table(args, work)
-    finally:
-        if args.keep is None:
-            import shutil
+    except BaseException:
+        print(f"the run folders, with every entry's log, are kept in {work}", file=sys.stderr)
+        raise
+    if args.keep is None:
+        import shutil
 
-            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     payload = {
         "benchmark": "prune_lm",
         **provenance(torch.device("cpu")),
@@ -677,6 +735,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{args.dense_steps} training steps on {dense['data']}",
             calibration=f"{dense['calibration'][0]} windows of {dense['calibration'][1]} tokens",
             maskllm_steps=args.maskllm_steps,
+            calibration_batch=dense["calibration_batch"],
             dense_steps=args.dense_steps,
             overrides=args.overrides,
             llmcompressor=str(args.llmcompressor) if args.llmcompressor else None,

@@ -157,7 +157,8 @@ def test_language_model_benchmark_writes_every_method_and_granularity(tmp_path):
         assert row["dense_ppl"] == pytest.approx(dense)  # one dense model for every entry
         assert row["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
         assert row["ppl"] > 1 and row["prune_seconds"] > 0
-        assert row["memory"]["peak_rss_mib"] >= row["memory"]["start_rss_mib"] > 0
+        assert row["memory"]["peak_from"] in ("VmHWM", "sampled every 10 ms")
+        assert row["memory"]["peak_rss_mib"] > 100  # a process holding torch and a model
     assert "| ours | maskllm | — |" in out.with_suffix(".md").read_text()
 
 
