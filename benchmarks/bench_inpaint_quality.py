@@ -2,12 +2,17 @@
 
     python benchmarks/bench_inpaint_quality.py --ckpt outputs/inpaint/<date>/checkpoints/last.ckpt
 
-The validation crops of the training split (same data, crop size and split seed as the run) are
-inpainted with the fixed evaluation masks (six PConv bins; image i takes mask i mod per_bin of every
-bin) by the checkpoint, OpenCV's Telea and Navier-Stokes inpainting and scikit-image's biharmonic
-inpainting. Each method's composite is scored with hole-L1, PSNR and SSIM; the JSON and Markdown go to
-benchmarks/results/inpaint_quality--<device>--torch<version>.{json,md}
-(``--variant experiment_quality``: inpaint_quality-experiment_quality--...).
+By default the held-out photos (``datamodules.HELD_OUT_PHOTOS``: scikit-learn's china and flower,
+matplotlib's grace_hopper; the default job never trains on them) are inpainted whole, the shorter
+side resized to ``--size`` (256: what ``task=predict`` meets) and centre-cropped, every photo with
+every one of the ``--per-bin`` fixed evaluation masks of each of the six PConv bins; ``--native``
+keeps each photo at its own size (the masks scaled to it, nearest, so hole ratios stay). With
+``--root`` a folder's validation split is used instead (tiles of ``--size``). The checkpoint,
+OpenCV's Telea and Navier-Stokes inpainting and scikit-image's biharmonic inpainting fill the same
+holes; each composite is scored with hole-L1, PSNR, SSIM and the colour error (CIELAB chroma of
+the blurred fill against the truth); the JSON and Markdown go to
+benchmarks/results/inpaint_held_out[_native]--<device>--torch<version>.{json,md} (with
+``--root``: inpaint_quality--...; ``--variant experiment_quality``: ...-experiment_quality--...).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import provenance, write_report
 
-from datamodules import InpaintingDataModule
+from datamodules import HELD_OUT_PHOTOS, InpaintingDataModule, load_bundled_photo
 from masking.generators import HOLE_RATIO_BINS, bin_name, evaluation_masks
 from tasks.modules.inference import inpaint
 from tasks.modules.metrics import NAMES, per_image_scores
@@ -62,14 +67,29 @@ def classical_methods(radius: int) -> dict:
     }
 
 
-def evaluate(methods: dict, images: torch.Tensor, masks: dict[str, torch.Tensor]) -> dict:
+def _fit(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(mask.shape) == size:
+        return mask
+    return torch.nn.functional.interpolate(mask[None, None], size=size, mode="nearest")[0, 0]
+
+
+def evaluate(
+    methods: dict, images: list[torch.Tensor], masks: dict[str, torch.Tensor], every_mask: bool
+) -> dict:
+    """Per method and bin the mean scores; image i takes mask i mod per_bin of every bin, or every
+    mask of every bin with ``every_mask``."""
     results = {}
     for name, method in methods.items():
         per_bin, seconds = {}, 0.0
         for bin_label, bin_masks in masks.items():
             scores = []
-            for i, image in enumerate(tqdm(images, desc=f"{name} {bin_label}", leave=False)):
-                mask = bin_masks[i % len(bin_masks), 0]
+            pairs = [
+                (image, bin_masks[k, 0])
+                for i, image in enumerate(images)
+                for k in (range(len(bin_masks)) if every_mask else [i % len(bin_masks)])
+            ]
+            for image, mask in tqdm(pairs, desc=f"{name} {bin_label}", leave=False):
+                mask = _fit(mask, tuple(image.shape[1:]))
                 start = time.perf_counter()
                 filled = method(image, mask)
                 seconds += time.perf_counter() - start
@@ -81,7 +101,7 @@ def evaluate(methods: dict, images: torch.Tensor, masks: dict[str, torch.Tensor]
         results[name] = {
             "per_bin": per_bin,
             "bin_average": averaged,
-            "seconds_per_image": seconds / (len(images) * len(masks)),
+            "seconds_per_image": seconds / (len(pairs) * len(masks)),
         }
     return results
 
@@ -89,9 +109,10 @@ def evaluate(methods: dict, images: torch.Tensor, masks: dict[str, torch.Tensor]
 def markdown(payload: dict) -> str:
     methods = list(payload["results"])
     lines = [
-        f"Inpainting quality on {payload['images']} validation crops of {payload['size']} px, "
-        f"{payload['per_bin']} masks per bin, checkpoint `{payload['checkpoint']}`, commit "
-        f"{str(payload['commit'])[:10]}. Hole-L1 (lower is better) / PSNR dB / SSIM of the composite.",
+        f"Inpainting quality on {payload['description']}, {payload['per_bin']} masks per bin, "
+        f"checkpoint `{payload['checkpoint']}`, commit {str(payload['commit'])[:10]}. Hole-L1 "
+        "(lower is better) / PSNR dB / SSIM / colour error (CIELAB chroma, lower is better) of "
+        "the composite.",
         "",
         "| bin | " + " | ".join(methods) + " |",
         "|---|" + "---:|" * len(methods),
@@ -102,14 +123,17 @@ def markdown(payload: dict) -> str:
         for m in methods:
             r = payload["results"][m]
             v = r["bin_average"] if label == "average" else r["per_bin"][label]
-            cells.append(f"{v['hole_l1']:.4f} / {v['psnr']:.2f} / {v['ssim']:.3f}")
+            cells.append(
+                f"{v['hole_l1']:.4f} / {v['psnr']:.2f} / {v['ssim']:.3f} / {v['colour_error']:.2f}"
+            )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     ratio = payload.get("ours_vs_telea_hole_l1")
     if ratio is not None:
         lines += [
             "",
             f"Bin-averaged hole-L1, ours / Telea: {ratio:.3f}; bins where ours beats "
-            f"Telea on hole-L1: {payload['bins_beating_telea']} of 6.",
+            f"Telea on hole-L1: {payload['bins_beating_telea']} of 6. Colour error, ours / "
+            f"Telea: {payload['ours_vs_telea_colour_error']:.3f}.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -122,10 +146,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--root", type=Path, default=None, help="image folder (default: bundled photos)"
     )
-    parser.add_argument("--size", type=int, default=64, help="crop size (the run's data.crop_size)")
-    parser.add_argument("--per-bin", type=int, default=8, help="evaluation masks per bin")
-    parser.add_argument("--max-images", type=int, default=48, help="validation crops used")
-    parser.add_argument("--split-seed", type=int, default=0, help="the run's data.split_seed")
+    parser.add_argument(
+        "--size", type=int, default=256, help="photo size (with --root: the tile size)"
+    )
+    parser.add_argument(
+        "--native", action="store_true", help="the held-out photos at their own size"
+    )
+    parser.add_argument("--per-bin", type=int, default=4, help="evaluation masks per bin")
+    parser.add_argument("--max-images", type=int, default=48, help="--root: validation tiles used")
+    parser.add_argument(
+        "--split-seed", type=int, default=0, help="--root: the run's data.split_seed"
+    )
     parser.add_argument("--radius", type=int, default=3, help="OpenCV inpainting radius")
     parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
     parser.add_argument(
@@ -134,29 +165,40 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.ckpt is not None and not args.ckpt.is_file():
         parser.error(f"--ckpt {args.ckpt} is not a file")
-    dm = InpaintingDataModule(
-        args.root,
-        crop_size=args.size,
-        val_crops="tiled",
-        max_val_crops=args.max_images,
-        split_seed=args.split_seed,
-    )
-    dm.setup()
-    images = torch.stack(
-        [dm.val_dataloader().dataset[i] for i in range(len(dm.val_dataloader().dataset))]
-    )
+    if args.native and args.root is not None:
+        parser.error("--native applies to the held-out photos, not to --root")
+    if args.root is None:
+        names = HELD_OUT_PHOTOS
+        images = [load_bundled_photo(n, size=None if args.native else args.size) for n in names]
+        sizes = sorted({"x".join(map(str, i.shape[1:])) for i in images})
+        where = "at their own size" if args.native else f"at {args.size} px"
+        description = f"the held-out photos {', '.join(names)} ({', '.join(sizes)}), whole, {where}"
+    else:
+        dm = InpaintingDataModule(
+            args.root,
+            crop_size=args.size,
+            val_crops="tiled",
+            max_val_crops=args.max_images,
+            split_seed=args.split_seed,
+        )
+        dm.setup()
+        dataset = dm.val_dataloader().dataset
+        images = [dataset[i] for i in range(len(dataset))]
+        description = f"{len(images)} validation tiles of {args.size} px from {args.root}"
     masks = evaluation_masks(args.size, args.per_bin, seed=0)
     methods = {}
     if args.ckpt is not None:
         net = load_inpainting_network(args.ckpt)
         methods["ours"] = lambda image, mask: inpaint(net, image, mask)
     methods.update(classical_methods(args.radius))
-    results = evaluate(methods, images, masks)
+    results = evaluate(methods, images, masks, every_mask=args.root is None)
     payload = {
         "benchmark": "inpaint_quality",
         **provenance(torch.device("cpu")),
         "checkpoint": str(args.ckpt) if args.ckpt else None,
         "size": args.size,
+        "native": args.native,
+        "description": description,
         "per_bin": args.per_bin,
         "images": len(images),
         "results": results,
@@ -168,10 +210,16 @@ def main(argv: list[str] | None = None) -> dict:
         payload["ours_vs_telea_hole_l1"] = (
             ours["bin_average"]["hole_l1"] / telea["bin_average"]["hole_l1"]
         )
+        payload["ours_vs_telea_colour_error"] = (
+            ours["bin_average"]["colour_error"] / telea["bin_average"]["colour_error"]
+        )
         payload["bins_beating_telea"] = sum(
             ours["per_bin"][b]["hole_l1"] < telea["per_bin"][b]["hole_l1"] for b in ours["per_bin"]
         )
-    write_report(args.out, payload, markdown(payload), suite="inpaint_quality")
+    suite = "inpaint_quality" if args.root is not None else "inpaint_held_out"
+    write_report(
+        args.out, payload, markdown(payload), suite=suite + ("_native" if args.native else "")
+    )
     return payload
 
 

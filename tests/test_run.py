@@ -54,6 +54,8 @@ def test_cli_runs_a_short_default_job(tmp_path):
         "trainer.check_val_every_n_epoch=1",
         "data.samples_per_epoch=32",
         "data.max_val_crops=8",
+        "data.val_size=64",
+        "data.val_repeats=6",
         "task.eval_masks_per_bin=2",
     ]
     metrics = finished_run(tmp_path, *fast, timeout=300)

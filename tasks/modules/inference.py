@@ -1,6 +1,9 @@
-"""Inpainting one image with a trained network, at the image's own size, in tiles when it is large."""
+"""Inpainting one image with a trained network, at the image's own size, in tiles when it is large,
+coarse to fine when it is larger than the crops the network trained on."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +13,49 @@ from torch import Tensor, nn
 # megapixel in one pass, so images above TILE² pixels go through in overlapping tiles.
 TILE = 1024
 OVERLAP = 128
+# coarse to fine: at each finer level the network fills the hole pixels within BAND pixels of
+# known ones; deeper inside a hole the (upsampled) coarser level's fill stays
+BAND = 16
+
+
+def pyramid_levels(height: int, width: int, coarse_side: int | None) -> int:
+    """How many times to halve an image before its shorter side would fall below
+    ``coarse_side`` (0 without one)."""
+    if not coarse_side:
+        return 0
+    return max(0, math.floor(math.log2(min(height, width) / coarse_side)))
+
+
+def coarse_to_fine(
+    net: nn.Module, images: Tensor, masks: Tensor, levels: int, band: int = BAND
+) -> Tensor:
+    """The network's fill of ``images`` ``(B, 3, H, W)`` with ``masks`` ``(B, 1, H, W)`` (1 =
+    known), built over a pyramid of ``levels`` halvings (H and W multiples of the network's size
+    multiple times ``2 ** levels``).
+
+    A network trained on small crops sees only so far: at a larger size the middle of a wide hole
+    is out of its reach and it paints its prior there. So the image and its mask are halved
+    ``levels`` times (a coarse pixel is known when at least two of its four fine ones are, and is
+    their mean), the coarsest level is filled in one pass, and at each finer level the upsampled
+    coarser fill stands in for the hole pixels more than ``band`` pixels from a known one while
+    the network fills the band around the known pixels from both. ``levels=0`` is one plain pass.
+    """
+    if levels <= 0:
+        return _output(net, images, masks)
+    known = F.avg_pool2d(masks, 2)
+    small_masks = (known >= 0.5).to(masks.dtype)
+    small_images = F.avg_pool2d(images * masks, 2) / known.clamp_min(0.25) * small_masks
+    coarse = coarse_to_fine(net, small_images, small_masks, levels - 1, band)
+    coarse = torch.where(small_masks.bool(), small_images, coarse)
+    up = F.interpolate(coarse, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    far = 1 - F.max_pool2d(masks, 2 * band + 1, stride=1, padding=band)
+    fine = _output(net, images * masks + up * far, (masks + far).clamp(max=1))
+    return torch.where(far.bool(), up, fine)
+
+
+def _output(net: nn.Module, images: Tensor, masks: Tensor) -> Tensor:
+    out = net(images, masks)
+    return (out[-1] if isinstance(out, tuple | list) else out).clamp(0, 1)
 
 
 @torch.no_grad()
@@ -19,10 +65,13 @@ def inpaint(
     """Inpaint one ``(3, H, W)`` image with its ``(H, W)`` mask (1 = valid) and keep the known pixels.
 
     An image of at most ``tile``² pixels goes through the network in one pass (padded with hole to
-    the network's size multiple, cropped back). A larger one goes through in ``tile`` × ``tile``
-    tiles that overlap by ``overlap`` pixels, blended with linear ramps across each overlap, so the
-    network's memory stays that of one tile whatever the image's size; a hole wider than a tile is
-    then filled from what that tile sees.
+    the network's size multiple, cropped back), or coarse to fine (:func:`coarse_to_fine`) when
+    the network records the side of the crops it trained on (``net.coarse_side``, which
+    :func:`~tasks.runtime.checkpoints.load_inpainting_network` sets from the checkpoint) and the
+    image is at least twice that. A larger one goes through in ``tile`` × ``tile`` tiles that
+    overlap by ``overlap`` pixels, blended with linear ramps across each overlap, so the network's
+    memory stays that of one tile whatever the image's size; a hole wider than a tile is then
+    filled from what that tile sees.
     """
     if tile < 1 or not 0 <= overlap < tile:
         raise ValueError(f"tile must be >= 1 and overlap in [0, tile), got {tile} and {overlap}")
@@ -44,15 +93,15 @@ def inpaint_8bit(
 
 
 def _whole(net: nn.Module, image: Tensor, mask: Tensor) -> Tensor:
-    multiple = getattr(net, "size_multiple", 1)
     h, w = image.shape[1:]
+    levels = pyramid_levels(h, w, getattr(net, "coarse_side", None))
+    multiple = getattr(net, "size_multiple", 1) * 2**levels
     pad_h, pad_w = (-h) % multiple, (-w) % multiple
     device = next(net.parameters()).device
     x = F.pad(image[None], (0, pad_w, 0, pad_h)).to(device)
     m = F.pad(mask[None, None].float(), (0, pad_w, 0, pad_h)).to(device)
-    out = net(x, m)
-    out = out[-1] if isinstance(out, tuple | list) else out
-    return out[0, :, :h, :w].clamp(0, 1).float().cpu()
+    out = coarse_to_fine(net, x, m, levels)
+    return out[0, :, :h, :w].float().cpu()
 
 
 def _starts(size: int, tile: int, overlap: int) -> list[int]:

@@ -11,12 +11,14 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from masking.checks import check_int
 from masking.functional import mask_product
 from masking.generators import MaskGenerator, sample_generator
 from masking.pruning import Pruner
 
 from ..runtime.checkpoints import check_resume
 from ..runtime.files import save_image
+from .inference import coarse_to_fine, pyramid_levels
 from .losses import InpaintingLoss, hinge_discriminator_loss, hinge_generator_loss
 from .metrics import InpaintingMetrics, PerceptualMetrics
 from .optim import (
@@ -71,6 +73,10 @@ class InpaintingModule(pl.LightningModule):
             are trained by ``mask_optimizer`` while the weights keep ``optimizer``.
         mask_optimizer: factory for the estimator parameters' optimizer.
         perceptual: LPIPS and FID of the validation composites, when their weights are local.
+        coarse_side: the side of the training crops. Saved in checkpoints, so that inference
+            (``task=predict``, ``task=serve``) fills images at least twice that size coarse to
+            fine (:func:`~tasks.modules.inference.coarse_to_fine`); validation scores its
+            composites the same way. ``None``: one plain pass at every size.
     """
 
     def __init__(
@@ -91,8 +97,12 @@ class InpaintingModule(pl.LightningModule):
         pruner: Pruner | None = None,
         mask_optimizer: OptimizerFactory | None = None,
         perceptual: PerceptualMetrics | None = None,
+        coarse_side: int | None = None,
     ) -> None:
         super().__init__()
+        if coarse_side is not None:
+            check_int("coarse_side", coarse_side, 8)
+        self.coarse_side = coarse_side
         if pruner is not None and gan is not None:
             raise ValueError(
                 "pruner: fine-tuning under a pruner trains the generator with the reconstruction "
@@ -120,6 +130,7 @@ class InpaintingModule(pl.LightningModule):
         self.automatic_optimization = gan is None and pruner is None
         self._mask_rng: torch.Generator | None = None
         self._val_seen = 0
+        self._sample_rows: list[tuple[Tensor, ...]] = []
         self.validated_step: int | None = None  # the training step of the last validation
         self.net_spec = net_spec
 
@@ -231,10 +242,27 @@ class InpaintingModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_seen = 0
+        self._sample_rows: list[tuple[Tensor, ...]] = []
         if self.perceptual is not None:  # not a submodule, so it does not follow the task's device
             self.perceptual.to(self.device)
 
+    def _sample_positions(self) -> set[int] | None:
+        """This process's validation images that go into the sample grid: ``samples`` of them
+        spread evenly over all it sees (every photo of a small set, not the first batch's)."""
+        loaders = getattr(self.trainer, "val_dataloaders", None)
+        dataset = getattr(loaders, "dataset", None)
+        try:
+            total = len(dataset)
+        except TypeError:
+            return None
+        local = -(-(total - self.global_rank) // self.trainer.world_size)
+        n = min(self.samples, local)
+        if n <= 1:
+            return {0}
+        return {round(k * (local - 1) / (n - 1)) for k in range(n)}
+
     def validation_step(self, images: Tensor, batch_idx: int) -> None:
+        first = self._val_seen
         masks, bins = self.validation_masks(
             self._val_seen,
             images.shape[0],
@@ -247,12 +275,24 @@ class InpaintingModule(pl.LightningModule):
         outputs = self(images, masks)
         loss = self._reconstruction(outputs, images, masks, "val")
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
-        composite = mask_product(images, masks) + mask_product(outputs[-1].clamp(0, 1), 1 - masks)
+        # the composite is scored as inference makes it: coarse to fine on large images
+        levels = pyramid_levels(*images.shape[-2:], self.coarse_side)
+        multiple = getattr(self.net, "size_multiple", 1) * 2**levels
+        if levels and not images.shape[-1] % multiple and not images.shape[-2] % multiple:
+            fill = coarse_to_fine(self.net, images, masks, levels)
+        else:
+            fill = outputs[-1].clamp(0, 1)
+        composite = mask_product(images, masks) + mask_product(fill, 1 - masks)
         self.val_metrics.update(composite, images, masks, bins)
         if self.perceptual is not None:
             self.perceptual.update(composite, images)
-        if batch_idx == 0:
-            self._save_samples(images, masks, outputs[-1], composite)
+        positions = self._sample_positions()
+        for i in range(images.shape[0]):
+            wanted = i < self.samples if positions is None else first + i in positions
+            if wanted and len(self._sample_rows) < self.samples:
+                self._sample_rows.append(
+                    tuple(t[i].detach().float().cpu() for t in (images, masks, fill, composite))
+                )
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
@@ -266,17 +306,20 @@ class InpaintingModule(pl.LightningModule):
             self.perceptual.reset()
         self.log_dict(values, sync_dist=True)
         self.val_metrics.reset()
+        if self._sample_rows:
+            self._save_samples(*(torch.stack(t) for t in zip(*self._sample_rows)))
+            self._sample_rows = []
 
     # -- samples ------------------------------------------------------------------------------
 
-    def _save_samples(self, images, masks, output, composite) -> None:
+    def _save_samples(self, images, masks, fill, composite) -> None:
         n = min(self.samples, images.shape[0])
         grey = torch.full_like(images[:n], 0.5)
         masked = mask_product(images[:n], masks[:n]) + mask_product(grey, 1 - masks[:n])
         # rows: masked input | output | composite | target
         rows = [
             torch.cat(list(t[:n].clamp(0, 1).float().cpu()), dim=2)
-            for t in (masked, output, composite, images)
+            for t in (masked, fill, composite, images)
         ]
         grid = torch.cat(rows, dim=1)
         if (
@@ -328,6 +371,7 @@ class InpaintingModule(pl.LightningModule):
         checkpoint["mask_rng_state"] = self.mask_rng().get_state()
         if self.net_spec is not None:
             checkpoint["net_spec"] = self.net_spec
+        checkpoint["inference"] = {"coarse_side": self.coarse_side}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_resume(self, checkpoint)

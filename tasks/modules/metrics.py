@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torchvision
+from kornia.color import rgb_to_lab
+from kornia.filters import gaussian_blur2d
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.functional.image import (
@@ -19,7 +22,9 @@ from masking.generators import HOLE_RATIO_BINS, bin_name
 
 from ..runtime.checkpoints import hub_file
 
-NAMES = ("hole_l1", "psnr", "ssim")
+NAMES = ("hole_l1", "psnr", "ssim", "colour_error")
+# the blur before the colour error: colour is compared at this scale, texture left to the others
+COLOUR_SIGMA = 4.0
 log = logging.getLogger(__name__)
 
 
@@ -29,8 +34,32 @@ def hole_l1(output: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return ((output - target).abs() * holes).sum((1, 2, 3)) / holes.sum((1, 2, 3)).clamp_min(1)
 
 
+def colour_error(
+    output: Tensor, target: Tensor, mask: Tensor, sigma: float = COLOUR_SIGMA
+) -> Tensor:
+    """Per image: the colour cast of the fill, as the mean over the hole pixels of the CIELAB
+    chroma distance ``sqrt(Δa*² + Δb*²)`` between output and target after a Gaussian blur of
+    ``sigma`` pixels (both in [0, 1] RGB); 0 for an image without holes.
+
+    The blur takes the texture out, so the number is about colour: a fill of the right colours
+    but the wrong detail scores near 0, a desaturated or tinted one as far as its colours are off
+    (one unit is about one just-noticeable difference). It compares the fill with the true pixels,
+    not with the known ring around the hole, so a hole over an object of its own colour is not
+    counted against the method that gets it right.
+    """
+    size = 2 * math.ceil(3 * sigma) + 1
+    blur = (size, size), (sigma, sigma)
+    with torch.autocast(output.device.type, enabled=False):
+        a = rgb_to_lab(gaussian_blur2d(output.float(), *blur, border_type="reflect"))[:, 1:]
+        b = rgb_to_lab(gaussian_blur2d(target.float(), *blur, border_type="reflect"))[:, 1:]
+    distance = (a - b).square().sum(1, keepdim=True).sqrt()
+    holes = 1 - mask.float()
+    return (distance * holes).sum((1, 2, 3)) / holes.sum((1, 2, 3)).clamp_min(1)
+
+
 def per_image_scores(composite: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """``(B, 3)``: hole-L1, PSNR (dB) and SSIM of each composite against its target, images in [0, 1].
+    """``(B, 4)``: hole-L1, PSNR (dB), SSIM and the colour error (:func:`colour_error`) of each
+    composite against its target, images in [0, 1].
 
     SSIM is computed in fp32 with autocast off: validation runs under a mixed-precision trainer's
     autocast, whose half-precision convolutions put SSIM's variances (E[x²] − E[x]²) out by more
@@ -45,11 +74,14 @@ def per_image_scores(composite: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         ssim = structural_similarity_index_measure(
             composite, target, data_range=1.0, reduction="none"
         )
-    return torch.stack([hole_l1(composite, target, mask.float()), psnr, ssim], 1)
+    mask = mask.float()
+    colour = colour_error(composite, target, mask)
+    return torch.stack([hole_l1(composite, target, mask), psnr, ssim, colour], 1)
 
 
 class InpaintingMetrics(Metric):
-    """Means of hole-L1, PSNR and SSIM, overall and per hole-ratio bin (the PConv protocol's six).
+    """Means of hole-L1, PSNR, SSIM and the colour error, overall and per hole-ratio bin (the PConv
+    protocol's six).
 
     ``update`` takes the composite, the target, the mask (1 = valid) and, optionally, each image's bin
     index; without it the bin is found from the mask's hole ratio. ``compute`` returns flat keys:

@@ -113,10 +113,11 @@ def torchvision_cached_weights(name: str) -> Path:
 
 
 def read_inpainting_checkpoint(
-    ckpt_path: str | Path, argument: str = "ckpt_path"
+    ckpt_path: str | Path, argument: str = "ckpt_path", *, settings: dict | None = None
 ) -> tuple[dict, dict[str, Tensor]]:
     """The network spec (``_target_`` and arguments) and weights of an inpainting checkpoint;
-    errors name ``argument``."""
+    errors name ``argument``. ``settings``, a dict, receives the checkpoint's inference settings
+    (``coarse_side``; empty for checkpoints written before them)."""
     path = Path(ckpt_path)
     name = f"{argument} {str(path)!r}"
     checkpoint = load_tensors(
@@ -138,6 +139,15 @@ def read_inpainting_checkpoint(
             "dict with a _target_ and a state_dict); use a checkpoint written by task=inpaint"
         )
     state = {k.removeprefix("net."): v for k, v in weights.items() if k.startswith("net.")}
+    if settings is not None:
+        saved = checkpoint.get("inference")
+        side = saved.get("coarse_side") if isinstance(saved, dict) else None
+        if side is not None and (isinstance(side, bool) or not isinstance(side, int) or side < 8):
+            raise ValueError(
+                f"{argument} {str(path)!r} is a damaged inpainting checkpoint (its coarse_side "
+                f"must be an int >= 8 or None, got {side!r})"
+            )
+        settings["coarse_side"] = side
     return spec, state
 
 
@@ -206,7 +216,11 @@ def load_inpainting_network(
     argument: str = "ckpt_path",
     builders: dict[str, Callable[..., Any]] | None = None,
 ) -> nn.Module:
-    """The network of an inpainting checkpoint, rebuilt from its saved spec, in eval mode."""
-    spec, state = read_inpainting_checkpoint(ckpt_path, argument)
+    """The network of an inpainting checkpoint, rebuilt from its saved spec, in eval mode, with
+    the side of its training crops as ``net.coarse_side`` (``None`` in older checkpoints), which
+    :func:`~tasks.modules.inference.inpaint` reads."""
+    settings: dict = {}
+    spec, state = read_inpainting_checkpoint(ckpt_path, argument, settings=settings)
     net = build_network(spec, state, origin=f"{argument} {str(ckpt_path)!r}", builders=builders)
+    net.coarse_side = settings["coarse_side"]
     return net.to(device).eval()

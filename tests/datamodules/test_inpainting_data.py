@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules import InpaintingDataModule
+from datamodules import BUNDLED_PHOTOS, HELD_OUT_PHOTOS, InpaintingDataModule, load_bundled_photo
 from datamodules.images import ImageReadError, list_images, read_image, readable_images
 from datamodules.inpainting import EpochSampler
 
@@ -73,16 +73,27 @@ class TestReadImage:
 
 class TestInpaintingDataModule:
     def test_bundled_photos_split_by_file(self):
-        dm = InpaintingDataModule(crop_size=32, batch_size=4, samples_per_epoch=8)
+        dm = InpaintingDataModule(crop_size=32, val_source="split")
         dm.setup()
-        assert len(dm.val_items) == 3 and len(dm.train_items) == 11
+        assert len(dm.val_items) == 3 and len(dm.train_items) == 12
         assert not set(dm.val_items) & set(dm.train_items)
-        again = InpaintingDataModule(crop_size=32)
+        again = InpaintingDataModule(crop_size=32, val_source="split")
         again.setup()
         assert again.val_items == dm.val_items
-        other = InpaintingDataModule(crop_size=32, split_seed=1)
+        other = InpaintingDataModule(crop_size=32, val_source="split", split_seed=1)
         other.setup()
         assert other.val_items != dm.val_items
+
+    def test_bundled_photos_validate_on_held_out_photos_whole(self):
+        dm = InpaintingDataModule(crop_size=32, val_crops="whole", val_size=64, val_repeats=6)
+        dm.setup()
+        assert dm.train_items == list(BUNDLED_PHOTOS) and dm.val_items == list(HELD_OUT_PHOTOS)
+        assert not set(BUNDLED_PHOTOS) & set(HELD_OUT_PHOTOS)
+        val = torch.cat(list(dm.val_dataloader()))
+        assert val.shape == (6 * len(HELD_OUT_PHOTOS), 3, 64, 64)
+        for i, name in enumerate(HELD_OUT_PHOTOS):  # the whole photo, six times in a row
+            whole = load_bundled_photo(name, size=64)
+            assert all(torch.allclose(v, whole, atol=1e-6) for v in val[6 * i : 6 * i + 6])
 
     def test_training_crops_are_reproducible_and_new_each_epoch(self, folder):
         dm = InpaintingDataModule(folder, crop_size=16, batch_size=4, samples_per_epoch=8)
@@ -111,10 +122,60 @@ class TestInpaintingDataModule:
         out, keys = dm.on_after_batch_transfer((images, params), 0)
         assert out.shape == (8, 3, 16, 16)
         assert keys.tolist() == list(range(8))  # the sample keys ride along for the masks
-        for o, image, (top, left, flip, _) in zip(out, images, params.tolist()):
+        for o, image, (top, left, flip) in zip(out, images, params[:, :3].long().tolist()):
             window = image[:, top : top + 16, left : left + 16]
             assert torch.allclose(o, window.flip(-1) if flip else window, atol=1e-6)
         assert 0 < params[:, 2].sum() < 8  # some flipped, some not
+
+    def test_colour_augmentation(self, tmp_path):
+        """Colours change per image and reproducibly; a grey photo comes out tinted; no colour
+        parameter ever leaves [0, 1]; without it the crops keep their colours."""
+        rng = np.random.default_rng(0)
+        grey = rng.integers(0, 255, (40, 40), dtype=np.uint8)
+        save(tmp_path / "grey.png", np.stack([grey] * 3, -1))
+        save(tmp_path / "colour.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+        outs = []
+        for colour in (True, True, False):
+            dm = InpaintingDataModule(
+                tmp_path,
+                crop_size=16,
+                batch_size=16,
+                samples_per_epoch=16,
+                val_fraction=0.5,
+                val_source="split",
+                colour=colour,
+            )
+            dm.setup()
+            outs.append(dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)[0])
+        coloured, again, plain = outs
+        assert torch.equal(coloured, again) and coloured.min() >= 0 and coloured.max() <= 1
+        assert (coloured - plain).abs().mean() > 0.05
+        spread = coloured.amax(1) - coloured.amin(1)  # 0 for a grey pixel
+        is_grey = (plain.amax(1) - plain.amin(1)).amax((1, 2)) == 0
+        assert is_grey.any() and spread[is_grey].mean() > 0.02  # the grey photo was tinted
+
+    def test_scale_augmentation_sees_the_photo_smaller(self, tmp_path):
+        """With scale 0.25 a crop covers a region four times its side, resized: a horizontal
+        ramp of 1/255 per pixel becomes one of about 4/255 per pixel."""
+        ramp = np.tile(np.arange(200, dtype=np.uint8)[None, :, None], (200, 1, 3))
+        for name in ("a.png", "b.png"):
+            save(tmp_path / name, ramp)
+        steps = {}
+        for scale in (None, (0.25, 0.25)):
+            dm = InpaintingDataModule(
+                tmp_path,
+                crop_size=16,
+                batch_size=4,
+                samples_per_epoch=4,
+                val_source="split",
+                scale=scale,
+            )
+            dm.setup()
+            images, _ = next(iter(dm.train_dataloader()))
+            assert images.shape == (4, 3, 18, 18)
+            steps[scale] = float((images[..., 1:] - images[..., :-1]).abs().mean() * 255)
+        assert steps[None] == pytest.approx(1, abs=0.01)
+        assert steps[(0.25, 0.25)] == pytest.approx(4, rel=0.1)
 
     def test_validation_crops_are_fixed(self, folder):
         dm = InpaintingDataModule(folder, crop_size=16, val_fraction=0.34)
@@ -136,8 +197,19 @@ class TestInpaintingDataModule:
     def test_bad_arguments(self, tmp_path):
         with pytest.raises(ValueError, match="crop_size must be an int >= 8, got 4"):
             InpaintingDataModule(crop_size=4)
-        with pytest.raises(ValueError, match="val_crops must be 'tiled' or 'center'"):
+        with pytest.raises(ValueError, match="val_crops must be 'tiled', 'center' or 'whole'"):
             InpaintingDataModule(val_crops="random")
+        with pytest.raises(ValueError, match="val_source must be 'split' or 'held_out', got 'x'"):
+            InpaintingDataModule(val_source="x")
+        with pytest.raises(ValueError, match="with a root folder use val_source='split'"):
+            InpaintingDataModule(tmp_path, val_source="held_out")
+        with pytest.raises(ValueError, match=r"scale must be null or \[lo, hi\] with 0 < lo"):
+            InpaintingDataModule(scale=[0.5, 2])
+        with pytest.raises(ValueError, match="val_repeats must be an int >= 1, got 0"):
+            InpaintingDataModule(val_repeats=0)
+        with pytest.raises(TypeError, match="colour must be a bool, got 'yes'"):
+            InpaintingDataModule(colour="yes")
+        assert InpaintingDataModule(tmp_path).val_source == "split"  # a folder splits by default
         save(tmp_path / "only.png", np.zeros((20, 20, 3), np.uint8))
         with pytest.raises(ValueError, match="need at least 2 images"):
             InpaintingDataModule(tmp_path).setup()

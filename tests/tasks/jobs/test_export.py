@@ -80,7 +80,8 @@ def test_a_compacted_partial_conv_unet_is_timed_and_exported_as_plain_onnx(tmp_p
     images, masks = load_example_inputs(export)  # validation crops and their masks
     run(compose_config(tmp_path / "onnx", ["task=export", f"ckpt_path={export}"]))
     record = read_json(tmp_path / "onnx" / "export.json")
-    assert [c["shapes"][0] for c in record["checks"]] == [[1, 3, 32, 32], [2, 3, 40, 40]]
+    # the example inputs: validation images (data.val_size=64), then a larger batch and size
+    assert [c["shapes"][0] for c in record["checks"]] == [[1, 3, 64, 64], [2, 3, 80, 80]]
     session = onnx_session(tmp_path / "onnx" / "model.onnx")
     (got,) = session.run(None, {"image": images.numpy(), "mask": masks.numpy()})
     with torch.no_grad():

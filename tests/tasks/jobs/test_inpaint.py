@@ -19,6 +19,23 @@ def test_each_layer_trains_and_writes_its_run(tmp_path, layer):
     assert {"val/psnr", "val/ssim", "val/hole_l1/hole_50_60"} <= set(metrics)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert list((tmp_path / "samples").glob("epoch_*.png"))
+    assert metrics["val/colour_error"] >= 0
+
+
+def test_the_default_run_validates_on_every_held_out_photo_coarse_to_fine(tmp_path):
+    from datamodules import HELD_OUT_PHOTOS, load_bundled_photo, read_image
+    from tasks.runtime.checkpoints import load_inpainting_network
+
+    run(compose_config(tmp_path, INPAINT_FAST))
+    # the checkpoint records the training crop, so task=predict fills large images coarse to fine
+    assert load_inpainting_network(tmp_path / "checkpoints" / "last.ckpt").coarse_side == 32
+    (grid,) = (tmp_path / "samples").glob("epoch_*.png")
+    grid = read_image(grid)
+    size = 64  # INPAINT_FAST's data.val_size
+    targets = grid[:, 3 * size :].split(size, dim=2)  # the last row: the targets
+    photos = [load_bundled_photo(n, size=size) for n in HELD_OUT_PHOTOS]
+    shown = {min(range(3), key=lambda i: (t - photos[i]).abs().mean()) for t in targets}
+    assert len(targets) == 8 and shown == {0, 1, 2}  # the samples span the held-out photos
 
 
 def test_deepfill_gan_trains(tmp_path):

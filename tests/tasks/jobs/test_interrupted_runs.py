@@ -32,6 +32,8 @@ def command(run_dir: Path, *extra: str) -> list[str]:
         "data.batch_size=8",
         "data.samples_per_epoch=48",
         "data.max_val_crops=12",
+        "data.val_size=64",
+        "data.val_repeats=6",
         "task.eval_masks_per_bin=2",
         f"trainer.max_epochs={EPOCHS}",
         "trainer.check_val_every_n_epoch=1",

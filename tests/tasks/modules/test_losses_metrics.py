@@ -13,7 +13,7 @@ from tasks.modules.losses import (
     load_vgg16_features,
     total_variation,
 )
-from tasks.modules.metrics import InpaintingMetrics, hole_l1, per_image_scores
+from tasks.modules.metrics import InpaintingMetrics, colour_error, hole_l1, per_image_scores
 from tests.oracle import blob_mask
 
 
@@ -113,6 +113,25 @@ class TestMetrics:
         assert (
             scores[:, 0].eq(0).all() and scores[:, 1].isinf().all() and scores[:, 2].gt(0.99).all()
         )
+        assert scores[:, 3].abs().max() < 1e-3  # no colour error
+
+    def test_colour_error_sees_a_cast_not_texture(self):
+        """A grey fill of a colourful photo has a large colour error; a fill with the right colours
+        but the wrong texture (the same hole-L1 or more) a small one."""
+        from datamodules import load_bundled_photo
+
+        target = load_bundled_photo("astronaut", size=64)[None]
+        mask = torch.ones(1, 1, 64, 64)
+        mask[..., 16:48, 16:48] = 0
+        grey = target.mean(1, keepdim=True).expand_as(target)
+        noisy = (
+            target + 0.25 * torch.randn(target.shape, generator=torch.Generator().manual_seed(0))
+        ).clamp(0, 1)
+        cast, textured = (m * target + (1 - m) * f for m, f in ((mask, grey), (mask, noisy)))
+        assert hole_l1(textured, target, mask) > hole_l1(cast, target, mask)
+        errors = colour_error(cast, target, mask), colour_error(textured, target, mask)
+        assert errors[0] > 10 and errors[0] > 4 * errors[1]
+        assert colour_error(cast, target, torch.ones_like(mask)) == 0  # no holes, no error
 
     def test_per_bin_and_overall_means(self):
         metric = InpaintingMetrics()

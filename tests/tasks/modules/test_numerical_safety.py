@@ -212,8 +212,8 @@ def test_metrics_under_autocast_equal_fp32(dtype):
     reference = per_image_scores(composite, images, masks)
     with torch.autocast("cpu", dtype=dtype):
         scores = per_image_scores(composite, images, masks)
-    l1, psnr, ssim = scores.unbind(1)
-    assert torch.isfinite(l1).all() and torch.isfinite(ssim).all()
+    l1, psnr, ssim, colour = scores.unbind(1)
+    assert torch.isfinite(l1).all() and torch.isfinite(ssim).all() and torch.isfinite(colour).all()
     out_of_range = [PAIRS[i] for i in range(len(PAIRS)) if not -1 <= ssim[i] <= 1]
     assert not out_of_range, f"SSIM outside [-1, 1] for (mask, image) {out_of_range}"
     # PSNR is +inf exactly where nothing differs (an all-valid mask), never NaN
