@@ -117,7 +117,7 @@ def read_inpainting_checkpoint(
 ) -> tuple[dict, dict[str, Tensor]]:
     """The network spec (``_target_`` and arguments) and weights of an inpainting checkpoint;
     errors name ``argument``. ``settings``, a dict, receives the checkpoint's inference settings
-    (``coarse_side``; empty for checkpoints written before them)."""
+    (``coarse_side``: ``None`` in checkpoints written before it)."""
     path = Path(ckpt_path)
     name = f"{argument} {str(path)!r}"
     checkpoint = load_tensors(
