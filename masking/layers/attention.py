@@ -1,0 +1,182 @@
+"""Multi-head attention whose heads may have been pruned: the inner width ``num_heads · head_dim``
+need not equal the model width.
+
+``torch.nn.MultiheadAttention`` ties its projected width to ``embed_dim``, so a copy with fewer heads
+cannot be expressed with it. :class:`SlimMultiheadAttention` keeps its calling convention (``query,
+key, value`` in, ``(output, weights)`` out, the same mask arguments, ``batch_first``) and its
+parameter layout (a fused ``in_proj_weight`` of q, k and v rows, an ``out_proj`` linear), with
+``head_dim`` stored rather than derived, so head compaction (``masking.pruning.transformer``) can put
+it where an ``nn.MultiheadAttention`` was and the model keeps working unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["SlimMultiheadAttention"]
+
+
+class SlimMultiheadAttention(nn.Module):
+    """Scaled dot-product attention over ``num_heads`` heads of ``head_dim`` features each.
+
+    Args:
+        embed_dim: the model width (of query, key, value and of the output).
+        num_heads: the number of heads (at least 1).
+        head_dim: features per head.
+        bias: whether the in- and out-projections have biases.
+        dropout: dropout on the attention weights in training.
+        batch_first: inputs and outputs are ``(batch, seq, feature)`` (else ``(seq, batch,
+            feature)``, as ``nn.MultiheadAttention``'s default).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        head_dim: int,
+        *,
+        bias: bool = True,
+        dropout: float = 0.0,
+        batch_first: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("embed_dim", embed_dim),
+            ("num_heads", num_heads),
+            ("head_dim", head_dim),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.dropout = float(dropout)
+        self.batch_first = batch_first
+        inner = num_heads * head_dim
+        factory = {"device": device, "dtype": dtype}
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * inner, embed_dim, **factory))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * inner, **factory)) if bias else None
+        self.out_proj = nn.Linear(inner, embed_dim, bias=bias, **factory)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    @classmethod
+    def like(cls, module: nn.Module, num_heads: int) -> SlimMultiheadAttention:
+        """An uninitialised attention with ``module``'s width, head size, bias, dropout and layout
+        (``module`` is an ``nn.MultiheadAttention`` or a ``SlimMultiheadAttention``) and
+        ``num_heads`` heads."""
+        weight = module.in_proj_weight
+        return cls(
+            module.embed_dim,
+            num_heads,
+            module.head_dim,
+            bias=module.in_proj_bias is not None,
+            dropout=module.dropout,
+            batch_first=module.batch_first,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """As ``nn.MultiheadAttention.forward``: boolean masks mark positions that may *not* be
+        attended, float masks are added to the scores; ``is_causal`` without ``attn_mask`` masks
+        the future. Returns the output and, with ``need_weights``, the attention weights (averaged
+        over heads with ``average_attn_weights``)."""
+        unbatched = query.dim() == 2
+        if unbatched:
+            query, key, value = (t.unsqueeze(1) for t in (query, key, value))
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        if self.batch_first and not unbatched:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        # (seq, batch, feature) from here on
+        length, batch, _ = query.shape
+        source = key.shape[0]
+        inner = self.num_heads * self.head_dim
+        w_q, w_k, w_v = self.in_proj_weight.split(inner)
+        b_q = b_k = b_v = None
+        if self.in_proj_bias is not None:
+            b_q, b_k, b_v = self.in_proj_bias.split(inner)
+
+        def heads(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+            projected = F.linear(x, weight, bias)  # (seq, batch, inner)
+            return projected.view(x.shape[0], batch, self.num_heads, self.head_dim).permute(
+                1, 2, 0, 3
+            )
+
+        q, k, v = heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v)
+        bias = self._score_bias(attn_mask, key_padding_mask, is_causal, batch, length, source, q)
+        dropout = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = q @ k.transpose(-2, -1) * self.head_dim**-0.5
+            if bias is not None:
+                scores = scores + bias
+            weights = scores.softmax(-1)
+            attended = F.dropout(weights, dropout, self.training) @ v
+        else:
+            weights = None
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+        merged = attended.permute(2, 0, 1, 3).reshape(length, batch, inner)
+        output = self.out_proj(merged)
+        if self.batch_first and not unbatched:
+            output = output.transpose(0, 1)
+        if unbatched:
+            output = output.squeeze(1)
+        if weights is not None:
+            if average_attn_weights:
+                weights = weights.mean(1)
+            if unbatched:
+                weights = weights.squeeze(0)
+        return output, weights
+
+    def _score_bias(
+        self,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        is_causal: bool,
+        batch: int,
+        length: int,
+        source: int,
+        like: Tensor,
+    ) -> Tensor | None:
+        """The masks as one additive ``(batch, heads, length, source)``-broadcastable bias."""
+        if attn_mask is None and is_causal:
+            attn_mask = torch.ones(length, source, dtype=torch.bool, device=like.device).triu(1)
+        bias = None
+        if attn_mask is not None:
+            mask = _additive(attn_mask, like.dtype)
+            if mask.dim() == 3:  # (batch · heads, length, source)
+                mask = mask.view(batch, self.num_heads, length, source)
+            bias = mask
+        if key_padding_mask is not None:
+            padding = _additive(key_padding_mask, like.dtype).view(batch, 1, 1, source)
+            bias = padding if bias is None else bias + padding
+        return bias
+
+    def extra_repr(self) -> str:
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
+            f"batch_first={self.batch_first}"
+        )
+
+
+def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean "may not attend" mask as 0 / -inf; a float mask as it is."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            mask, float("-inf")
+        )
+    return mask.to(dtype)
