@@ -11,6 +11,7 @@ estimator          mask (forward)                             learned state, pen
 =================  =========================================  ====================================
 ``magnitude``      ``keep`` (top-k of ``|W|``)                nothing (the baseline)
 ``movement``       ``keep``, straight-through to the scores   scores (init ``|W|``), none
+``taylor``         ``keep`` (top-k of ``|Σ ∂L/∂W · W|``)      running first-order scores, none
 ``hard_concrete``  ``keep ⊙ z``, z a hard-concrete gate       ``log α``, expected L0 density
 ``str``            ``keep ⊙ relu(1 − τ/|W|)`` (soft thresh.)  threshold ``τ = σ(s)·scale``, ``s²``
 ``slimming``       ``keep`` (top-k of ``|γ|`` of BatchNorm)   nothing, L1 on the BN scales ``γ``
@@ -140,6 +141,59 @@ class MovementMask(MaskSource):
 
     def mask(self, weight: Tensor | None, resample: bool) -> Tensor:
         return _StraightThrough.apply(self.keep_float(), self.scores)
+
+
+class TaylorMask(MaskSource):
+    """First-order Taylor importance (Molchanov et al. 2019): removing an entry changes the loss by
+    about ``Σ ∂L/∂W · W`` over the weights it covers, which is the gradient of the loss with respect
+    to the entry's mask value. Each training forward multiplies the mask by a probe of ones whose
+    gradient is that sum; ``|·|`` of it is averaged over the backward passes seen (an exponential
+    average, ``momentum``). Until a gradient has been seen the importance is the magnitude.
+
+    Args:
+        momentum: weight of the running average's past (0: the latest batch only).
+    """
+
+    name = "taylor"
+    ranks_by_magnitude = False
+
+    def __init__(self, shape: tuple[int, ...], magnitude: Tensor, *, momentum: float = 0.9) -> None:
+        super().__init__(shape, magnitude)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
+        self.register_buffer("score", torch.zeros(shape))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))
+        self._probe: Tensor | None = None
+
+    def importance(self) -> Tensor:
+        if int(self.seen) == 0:
+            return self.magnitude
+        return self.score
+
+    def mask(self, weight: Tensor | None, resample: bool) -> Tensor:
+        keep = self.keep_float()
+        if not (self.training and torch.is_grad_enabled()):
+            return keep
+        # one probe per forward pass, shared by every parameter this source masks (the first
+        # draws it), so its gradient sums over all of them
+        if resample or self._probe is None or self._probe.shape != keep.shape:
+            self._probe = torch.ones_like(keep, requires_grad=True)
+            self._probe.register_hook(self._record)
+        return keep * self._probe
+
+    @torch.no_grad()
+    def _record(self, grad: Tensor) -> None:
+        value = grad.detach().abs().float().to(self.score.device)
+        if int(self.seen) == 0:
+            self.score.copy_(value)
+        else:
+            self.score.mul_(self.momentum).add_(value, alpha=1 - self.momentum)
+        self.seen += 1
+
+    def __getstate__(self):  # the probe is scratch, never saved or copied
+        state = super().__getstate__()
+        return {**state, "_probe": None}
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -384,5 +438,13 @@ class LearnedNMMask(MaskSource):
 
 ESTIMATORS: dict[str, type[MaskSource]] = {
     cls.name: cls
-    for cls in (MagnitudeMask, MovementMask, HardConcreteMask, STRMask, SlimmingMask, LearnedNMMask)
+    for cls in (
+        MagnitudeMask,
+        MovementMask,
+        TaylorMask,
+        HardConcreteMask,
+        STRMask,
+        SlimmingMask,
+        LearnedNMMask,
+    )
 }

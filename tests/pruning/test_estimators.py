@@ -18,6 +18,7 @@ from masking.pruning.estimators import (
     MovementMask,
     SlimmingMask,
     STRMask,
+    TaylorMask,
 )
 from tests.helpers.pruning import small_net, train
 
@@ -32,6 +33,7 @@ def test_registry_names_every_estimator_by_its_name():
     assert {
         "magnitude": MagnitudeMask,
         "movement": MovementMask,
+        "taylor": TaylorMask,
         "hard_concrete": HardConcreteMask,
         "str": STRMask,
         "slimming": SlimmingMask,
@@ -136,6 +138,39 @@ def test_keep_float_is_converted_again_only_after_keep_changes():
     source.keep[2] = False
     second = source.keep_float()
     assert second is not first and torch.equal(second, source.keep.float())
+
+
+def test_taylor_score_is_the_gradient_times_weight_of_each_entry():
+    # element-granular on a linear: the probe's gradient is exactly ∂L/∂W ⊙ W
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 4))
+    reference = copy.deepcopy(net[0])
+    pruner = Pruner(net, method="taylor", sparsity=0.5, estimator_args={"momentum": 0.0})
+    source = pruner.layers[0].source
+    assert torch.equal(source.importance(), reference.weight.detach().abs())  # nothing seen yet
+    x = torch.randn(5, 6)
+    net(x).pow(2).sum().backward()
+    reference(x).pow(2).sum().backward()
+    expected = (reference.weight.grad * reference.weight.detach()).abs()
+    torch.testing.assert_close(source.importance(), expected)
+    assert int(source.seen) == 1
+    # evaluation forwards add no probe and record nothing
+    net.eval()
+    net(x)
+    assert int(source.seen) == 1
+
+
+def test_taylor_averages_over_batches_and_one_probe_covers_every_member():
+    source = TaylorMask((3,), torch.ones(3), momentum=0.5).train()
+    first = source.mask(None, resample=True)
+    second = source.mask(None, resample=False)  # a second parameter of the same forward
+    (first * torch.tensor([1.0, -2.0, 0.0])).sum().add((second * 3.0).sum()).backward()
+    torch.testing.assert_close(source.score, torch.tensor([4.0, 1.0, 3.0]))
+    source.mask(None, resample=True).mul(torch.tensor([0.0, 1.0, 1.0])).sum().backward()
+    torch.testing.assert_close(source.score, torch.tensor([2.0, 1.0, 2.0]))
+    assert pickle.loads(pickle.dumps(source))._probe is None
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1.0"):
+        TaylorMask((3,), torch.ones(3), momentum=1.0)
 
 
 def test_learned_scores_actually_learn():
