@@ -9,6 +9,9 @@ Typical use::
         loss = task_loss(model, batch) + pruner.penalty()
         ...
     model = pruner.bake()                       # or pruner.compact(example) for channel masks
+
+Transformers: ``StructuredPruner(model, heads=0.25, neurons=0.5)`` masks attention heads (key/value
+groups under grouped-query attention) and MLP neurons, and ``compact(example)`` removes them.
 """
 
 from .compact import check_equivalent, compact
@@ -20,6 +23,7 @@ from .masks import HadamardMask, bake, mask_sources, masked_tensors
 from .pruner import PRUNABLE_TYPES, Pruner, select_modules
 from .schedule import SCHEDULES, SparsitySchedule
 from .sparsify import SparseConv2d, SparseLinear, sparsify
+from .transformer import StructuredPruner, find_structures
 
 __all__ = [
     "ESTIMATORS",
@@ -35,11 +39,13 @@ __all__ = [
     "SparseConv2d",
     "SparseLinear",
     "SparsitySchedule",
+    "StructuredPruner",
     "bake",
     "channel_groups",
     "check_equivalent",
     "compact",
     "export_pruned",
+    "find_structures",
     "load_example_inputs",
     "load_pruned",
     "mask_sources",

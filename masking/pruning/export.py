@@ -5,7 +5,9 @@ to build the dense architecture (a ``_target_`` callable and its keyword argumen
 module that holds tensors, its class, tensor shapes and channel attributes after pruning;
 ``model.pt`` holds the state_dict, and ``inputs.pt``, when given, a few real inputs of the model (so
 a deployment export can be checked on them). Loading builds the dense model, resizes each module to the
-recorded shapes and loads the weights: no tracing, no pickled classes, no pruning code.
+recorded shapes and loads the weights: no tracing, no pickled classes, no pruning code. An attention
+whose heads were pruned is recorded as a ``masking.layers.SlimMultiheadAttention`` and built in
+place of the ``nn.MultiheadAttention`` the dense architecture has.
 
 An export directory is data, never code. :func:`load_pruned` checks the whole spec before it imports
 or calls anything: every ``_target_`` (nested ones too) must be one of the project's networks
@@ -49,7 +51,33 @@ CHANNEL_ATTRIBUTES = (
     "in_features",
     "out_features",
     "num_parameters",
+    # head and neuron compaction (masking.pruning.transformer)
+    "num_heads",
+    "head_dim",
+    "split_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "all_head_size",
+    "intermediate_size",
+    "nf",
+    "nx",
 )
+# Of those, the ones a module without tensors of its own may hold (an attention module reading its
+# head count over its projection children): such a module is recorded for them alone.
+_HEAD_ATTRIBUTES = frozenset(CHANNEL_ATTRIBUTES[CHANNEL_ATTRIBUTES.index("num_heads") :]) - {
+    "nf",
+    "nx",
+}
+# Modules compaction puts in place of another class: recorded class -> (classes it replaces, how
+# to build it from the replaced module and the recorded attributes).
+_REPLACEMENTS: dict[str, tuple[tuple[type[nn.Module], ...], Callable[..., nn.Module]]] = {
+    f"{layers.SlimMultiheadAttention.__module__}.SlimMultiheadAttention": (
+        (nn.MultiheadAttention, layers.SlimMultiheadAttention),
+        lambda module, attributes: layers.SlimMultiheadAttention.like(
+            module, num_heads=attributes.get("num_heads", module.num_heads)
+        ),
+    ),
+}
 
 # Namespaces a ``_target_`` may be imported from: importing one of their modules runs only code of
 # the project, torch or torchvision. Anything else is refused unless the caller passes the builder.
@@ -243,17 +271,20 @@ def _module_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
     for name, module in model.named_modules():
         params = dict(module.named_parameters(recurse=False))
         buffers = dict(module.named_buffers(recurse=False))
-        if not params and not buffers:
+        attributes = {
+            attr: getattr(module, attr)
+            for attr in CHANNEL_ATTRIBUTES
+            if _is_size(getattr(module, attr, None))
+        }
+        # a module without tensors of its own still matters when it holds head counts its forward
+        # reads (GPT-2's attention: num_heads and split_size over its Conv1D children)
+        if not params and not buffers and not _HEAD_ATTRIBUTES.intersection(attributes):
             continue
         specs[name] = {
             "class": _class_path(module),
             "parameters": {k: _tensor_spec(v) for k, v in params.items()},
             "buffers": {k: _tensor_spec(v) for k, v in buffers.items()},
-            "attributes": {
-                attr: getattr(module, attr)
-                for attr in CHANNEL_ATTRIBUTES
-                if isinstance(getattr(module, attr, None), int)
-            },
+            "attributes": attributes,
         }
     return specs
 
@@ -474,6 +505,13 @@ def _resize(model: nn.Module, name: str, spec: dict[str, Any], device: torch.dev
         raise ValueError(
             f"architecture.json records module {name!r}, which the builder's model lacks"
         ) from None
+    replacement = _REPLACEMENTS.get(spec.get("class"))
+    if replacement is not None and _class_path(module) != spec["class"]:
+        replaced, make = replacement
+        if isinstance(module, replaced):
+            module = make(module, spec.get("attributes", {}))
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, module)
     if _class_path(module) != spec.get("class"):
         raise ValueError(
             f"module {name!r} is a {_class_path(module)} in the builder's model, "
@@ -489,6 +527,8 @@ def _resize(model: nn.Module, name: str, spec: dict[str, Any], device: torch.dev
                     f"{name}.{key} is recorded but the builder's model has no such tensor"
                 )
             dtype = getattr(torch, tensor_spec["dtype"])
+            if list(current.shape) == tensor_spec["shape"] and current.dtype == dtype:
+                continue  # kept as built: a tensor tied to another (GPT-2's lm_head) stays tied
             empty = torch.empty(tensor_spec["shape"], dtype=dtype, device=device)
             if isinstance(current, nn.Parameter):
                 setattr(module, key, nn.Parameter(empty, requires_grad=current.requires_grad))

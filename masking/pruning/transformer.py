@@ -1,0 +1,774 @@
+"""Structured pruning of transformer blocks: attention heads and MLP neurons, physically removed.
+
+A transformer block has two kinds of structure that can go without changing the model's interface:
+
+- **heads**: one unit per attention head, or per key/value group under grouped-query attention
+  (the query heads that share a key/value head go with it, so the grouping survives);
+- **neurons**: one unit per MLP hidden neuron (for a gated MLP such as SwiGLU, the gate, up and down
+  projections' rows and column of that neuron together).
+
+Each unit is masked where its contribution leaves the block: the input columns of the output
+projection (``o_proj``, ``out_proj``, ``c_proj``, ``down_proj``, ...). Zeroing those columns removes
+the unit from the output exactly, whatever the activation or attention pattern, so the masked model
+and the compacted one agree. Compaction (:meth:`StructuredPruner.compact`) removes the units' rows
+and columns from every projection, updates the head counts and widths in the modules' own
+attributes (and, where the family's config can say it, in the config), and checks masked ≡ compacted.
+
+The families (recognised by structure, never by importing their libraries):
+
+=============================  ===============================================================
+attention                      modules
+=============================  ===============================================================
+``nn.MultiheadAttention``      fused ``in_proj_weight`` (torchvision ViT); compacted into a
+                               :class:`~masking.layers.SlimMultiheadAttention`
+Llama family                   ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj`` with ``head_dim``
+                               and ``num_key_value_groups`` (Llama, Mistral, Qwen2, ...)
+GPT-2                          ``c_attn`` (fused ``Conv1D``), ``c_proj``
+BERT                           ``self.query``, ``self.key``, ``self.value``, ``output.dense``
+=============================  ===============================================================
+
+=============================  ===============================================================
+MLP                            modules
+=============================  ===============================================================
+torchvision ``MLPBlock``       ``[0]`` linear, activation, dropout, ``[3]`` linear
+gated (SwiGLU)                 ``gate_proj``, ``up_proj``, ``down_proj``
+GPT-2                          ``c_fc``, ``c_proj`` (``Conv1D``)
+BERT                           ``intermediate.dense``, ``output.dense``
+=============================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..layers.attention import SlimMultiheadAttention
+from .compact import check_equivalent
+from .estimators import ESTIMATORS, MagnitudeStats, MaskSource
+from .granularity import ChannelGranularity
+from .graph import CompactionError
+from .masks import HadamardMask, attach, bake
+from .schedule import SparsitySchedule, check_sparsity
+
+__all__ = [
+    "KINDS",
+    "STRUCTURED_METHODS",
+    "SUPPORTED_ATTENTION",
+    "Structure",
+    "StructuredPruner",
+    "find_structures",
+]
+
+KINDS = ("heads", "neurons")
+STRUCTURED_METHODS = ("magnitude", "taylor", "movement", "hard_concrete")
+SUPPORTED_ATTENTION = (
+    "torch.nn.MultiheadAttention (torchvision ViT)",
+    "Llama-family attention (q_proj/k_proj/v_proj/o_proj: Llama, Mistral, Qwen2)",
+    "GPT2Attention",
+    "BertAttention",
+)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Part of one parameter that belongs to a structure's units.
+
+    ``unit[i]`` is the unit that index ``i`` along ``dim`` belongs to; every index belongs to one.
+    """
+
+    module: nn.Module
+    param: str
+    dim: int
+    unit: Tensor
+
+
+@dataclass
+class Structure:
+    """The prunable units of one attention or MLP module.
+
+    Attributes:
+        name: qualified name of the module (the attention or MLP, or the BERT layer for its MLP).
+        kind: ``"heads"`` or ``"neurons"``.
+        family: which adapter found it (``mha``, ``llama``, ``gpt2``, ``bert``, ``mlp_block``,
+            ``gated_mlp``, ``gpt2_mlp``, ``bert_mlp``).
+        module: the module itself.
+        size: the number of units (heads, key/value groups or neurons).
+        slices: every parameter part the units own (rows of the input projections, columns of the
+            output projection).
+        output: the slice the mask multiplies (the output projection's columns).
+        heads_per_unit: query heads per unit (the grouped-query ratio; 1 for neurons).
+        head_dim: features per head (1 for neurons).
+    """
+
+    name: str
+    kind: str
+    family: str
+    module: nn.Module
+    size: int
+    slices: list[Slice]
+    output: Slice
+    heads_per_unit: int = 1
+    head_dim: int = 1
+    compact_fn: Callable[[Structure, Tensor, nn.Module], None] | None = field(
+        default=None, repr=False
+    )
+
+    def unit_params(self) -> Tensor:
+        """Parameters each unit owns (removed with it)."""
+        counts = torch.zeros(self.size, dtype=torch.long)
+        for piece in self.slices:
+            tensor = _original(piece.module, piece.param)
+            per_index = tensor.numel() // tensor.shape[piece.dim]
+            counts += torch.bincount(piece.unit, minlength=self.size) * per_index
+        return counts
+
+    def unit_macs(self, tokens: int) -> Tensor:
+        """Multiply-accumulates each unit costs per sequence of ``tokens`` tokens: its weights once
+        per token, and for heads the scores and the weighted sum (``2 · tokens² · head_dim`` per
+        query head)."""
+        macs = self.unit_params().double() * tokens
+        for piece in self.slices:  # biases are additions, not multiply-accumulates
+            if _original(piece.module, piece.param).dim() == 1:
+                macs -= torch.bincount(piece.unit, minlength=self.size).double() * tokens
+        if self.kind == "heads":
+            macs += 2.0 * tokens * tokens * self.head_dim * self.heads_per_unit
+        return macs
+
+    def magnitude(self) -> Tensor:
+        """L2 norm of every unit's weights over all its slices."""
+        energy = torch.zeros(self.size)
+        for piece in self.slices:
+            tensor = _original(piece.module, piece.param).detach().float().cpu()
+            dims = [d for d in range(tensor.dim()) if d != piece.dim]
+            per_index = tensor.pow(2).sum(dims) if dims else tensor.pow(2)
+            energy.index_add_(0, piece.unit, per_index)
+        return energy.sqrt()
+
+
+# ----------------------------------------------------------------------------- discovery
+def _original(module: nn.Module, name: str) -> Tensor:
+    plists = getattr(module, "parametrizations", None)
+    if plists is not None and name in plists:
+        return plists[name].original
+    return getattr(module, name)
+
+
+def _is_linear(module: Any) -> bool:
+    return isinstance(module, nn.Linear)
+
+
+def _is_conv1d(module: Any) -> bool:
+    """Hugging Face's ``Conv1D`` (weight stored ``(in, out)``)."""
+    return any(c.__name__ == "Conv1D" for c in type(module).__mro__) and isinstance(
+        getattr(module, "nf", None), int
+    )
+
+
+def _blocks(index: int, block: int, count: int | None = None) -> Tensor:
+    """``[0]*block + [1]*block + ...`` over ``index`` entries (``count`` blocks repeated)."""
+    unit = torch.arange(index) // block
+    return unit if count is None else unit % count
+
+
+def _structure(name, kind, family, module, size, slices, output, **extra) -> Structure:
+    return Structure(name, kind, family, module, size, slices, output, **extra)
+
+
+def _mha(name: str, module: nn.Module) -> Structure:
+    if getattr(module, "in_proj_weight", None) is None:
+        raise ValueError(
+            f"{name}: nn.MultiheadAttention with separate q/k/v weights (kdim or vdim differ from "
+            "embed_dim) is not supported by head pruning"
+        )
+    if getattr(module, "bias_k", None) is not None or getattr(module, "add_zero_attn", False):
+        raise ValueError(
+            f"{name}: nn.MultiheadAttention with add_bias_kv or add_zero_attn is not supported"
+        )
+    heads, head_dim = module.num_heads, module.head_dim
+    inner = heads * head_dim
+    rows = torch.arange(3 * inner) % inner // head_dim
+    slices = [Slice(module, "in_proj_weight", 0, rows)]
+    if module.in_proj_bias is not None:
+        slices.append(Slice(module, "in_proj_bias", 0, rows))
+    output = Slice(module.out_proj, "weight", 1, _blocks(inner, head_dim))
+    slices.append(output)
+    return _structure(
+        name,
+        "heads",
+        "mha",
+        module,
+        heads,
+        slices,
+        output,
+        head_dim=head_dim,
+        compact_fn=_compact_mha,
+    )
+
+
+def _llama(name: str, module: nn.Module) -> Structure:
+    q, k, v, o = module.q_proj, module.k_proj, module.v_proj, module.o_proj
+    head_dim = int(module.head_dim)
+    if k.out_features % head_dim or q.out_features % head_dim:
+        raise ValueError(f"{name}: projection widths are not multiples of head_dim={head_dim}")
+    groups = k.out_features // head_dim
+    query_heads = q.out_features // head_dim
+    if query_heads % groups:
+        raise ValueError(f"{name}: {query_heads} query heads do not split into {groups} kv groups")
+    ratio = query_heads // groups
+    q_unit = _blocks(q.out_features, ratio * head_dim)
+    kv_unit = _blocks(k.out_features, head_dim)
+    slices = []
+    for proj, unit in ((q, q_unit), (k, kv_unit), (v, kv_unit)):
+        slices.append(Slice(proj, "weight", 0, unit))
+        if proj.bias is not None:
+            slices.append(Slice(proj, "bias", 0, unit))
+    output = Slice(o, "weight", 1, q_unit)
+    slices.append(output)
+    return _structure(
+        name,
+        "heads",
+        "llama",
+        module,
+        groups,
+        slices,
+        output,
+        heads_per_unit=ratio,
+        head_dim=head_dim,
+        compact_fn=_compact_llama,
+    )
+
+
+def _gpt2(name: str, module: nn.Module) -> Structure:
+    if getattr(module, "is_cross_attention", False):
+        raise ValueError(f"{name}: GPT-2 cross-attention is not supported by head pruning")
+    heads, head_dim = int(module.num_heads), int(module.head_dim)
+    inner = heads * head_dim
+    rows = torch.arange(3 * inner) % inner // head_dim
+    slices = [Slice(module.c_attn, "weight", 1, rows), Slice(module.c_attn, "bias", 0, rows)]
+    output = Slice(module.c_proj, "weight", 0, _blocks(inner, head_dim))
+    slices.append(output)
+    return _structure(
+        name,
+        "heads",
+        "gpt2",
+        module,
+        heads,
+        slices,
+        output,
+        head_dim=head_dim,
+        compact_fn=_compact_gpt2,
+    )
+
+
+def _bert(name: str, module: nn.Module) -> Structure:
+    attention = module.self
+    head_dim = int(attention.attention_head_size)
+    width = attention.query.out_features
+    unit = _blocks(width, head_dim)
+    slices = []
+    for proj in (attention.query, attention.key, attention.value):
+        slices.append(Slice(proj, "weight", 0, unit))
+        if proj.bias is not None:
+            slices.append(Slice(proj, "bias", 0, unit))
+    output = Slice(module.output.dense, "weight", 1, unit)
+    slices.append(output)
+    return _structure(
+        name,
+        "heads",
+        "bert",
+        module,
+        width // head_dim,
+        slices,
+        output,
+        head_dim=head_dim,
+        compact_fn=_compact_bert,
+    )
+
+
+def _two_layer_mlp(name, module, family, first, second, second_dim) -> Structure:
+    """An MLP whose hidden neurons are ``first``'s outputs and ``second``'s inputs."""
+    if _is_conv1d(first):  # (in, out): neurons along dim 1
+        size = _original(first, "weight").shape[1]
+        slices = [Slice(first, "weight", 1, torch.arange(size))]
+    else:
+        size = _original(first, "weight").shape[0]
+        slices = [Slice(first, "weight", 0, torch.arange(size))]
+    if getattr(first, "bias", None) is not None:
+        slices.append(Slice(first, "bias", 0, torch.arange(size)))
+    output = Slice(second, "weight", second_dim, torch.arange(size))
+    slices.append(output)
+    return _structure(
+        name, "neurons", family, module, size, slices, output, compact_fn=_compact_generic
+    )
+
+
+def _gated_mlp(name: str, module: nn.Module) -> Structure:
+    size = _original(module.gate_proj, "weight").shape[0]
+    unit = torch.arange(size)
+    slices = []
+    for proj in (module.gate_proj, module.up_proj):
+        slices.append(Slice(proj, "weight", 0, unit))
+        if proj.bias is not None:
+            slices.append(Slice(proj, "bias", 0, unit))
+    output = Slice(module.down_proj, "weight", 1, unit)
+    slices.append(output)
+    return _structure(
+        name, "neurons", "gated_mlp", module, size, slices, output, compact_fn=_compact_generic
+    )
+
+
+def _match(module: nn.Module) -> str | None:
+    """The family of an attention or MLP module, or None."""
+    if isinstance(module, (nn.MultiheadAttention, SlimMultiheadAttention)):
+        return "mha"
+    names = ("q_proj", "k_proj", "v_proj", "o_proj")
+    if all(_is_linear(getattr(module, n, None)) for n in names) and hasattr(module, "head_dim"):
+        return "llama"
+    if _is_conv1d(getattr(module, "c_attn", None)) and _is_conv1d(getattr(module, "c_proj", None)):
+        return "gpt2"
+    inner = getattr(module, "self", None)
+    if (
+        isinstance(inner, nn.Module)
+        and all(_is_linear(getattr(inner, n, None)) for n in ("query", "key", "value"))
+        and hasattr(inner, "attention_head_size")
+        and _is_linear(getattr(getattr(module, "output", None), "dense", None))
+    ):
+        return "bert"
+    if type(module).__name__ == "MLPBlock" and isinstance(module, nn.Sequential):
+        linears = [m for m in module if _is_linear(m)]
+        if len(linears) == 2 and _is_linear(module[0]) and _is_linear(module[3]):
+            return "mlp_block"
+    if all(_is_linear(getattr(module, n, None)) for n in ("gate_proj", "up_proj", "down_proj")):
+        return "gated_mlp"
+    if _is_conv1d(getattr(module, "c_fc", None)) and _is_conv1d(getattr(module, "c_proj", None)):
+        return "gpt2_mlp"
+    intermediate = getattr(getattr(module, "intermediate", None), "dense", None)
+    output = getattr(getattr(module, "output", None), "dense", None)
+    if _is_linear(intermediate) and _is_linear(output) and hasattr(module, "attention"):
+        return "bert_mlp"
+    return None
+
+
+def _build(name: str, module: nn.Module, family: str) -> Structure:
+    if family == "mha":
+        return _mha(name, module)
+    if family == "llama":
+        return _llama(name, module)
+    if family == "gpt2":
+        return _gpt2(name, module)
+    if family == "bert":
+        return _bert(name, module)
+    if family == "mlp_block":
+        return _two_layer_mlp(name, module, family, module[0], module[3], 1)
+    if family == "gated_mlp":
+        return _gated_mlp(name, module)
+    if family == "gpt2_mlp":
+        return _two_layer_mlp(name, module, family, module.c_fc, module.c_proj, 0)
+    return _two_layer_mlp(name, module, family, module.intermediate.dense, module.output.dense, 1)
+
+
+def _looks_like_attention(module: nn.Module) -> bool:
+    name = type(module).__name__
+    return name.endswith(("Attention", "SelfAttention")) or isinstance(
+        module, nn.MultiheadAttention
+    )
+
+
+def find_structures(
+    model: nn.Module, kinds: Iterable[str] = KINDS, *, exclude: Sequence[str] = ()
+) -> list[Structure]:
+    """The prunable head and neuron structures of ``model``, in ``named_modules()`` order.
+
+    Args:
+        model: a torchvision ViT, a Hugging Face Llama-family, GPT-2 or BERT model, or any model
+            built from the supported attention and MLP modules (see the module docstring).
+        kinds: which structures to find (``heads``, ``neurons``).
+        exclude: qualified names (or glob patterns) of modules to leave alone.
+
+    Raises:
+        ValueError: an attention module of an unsupported class (named, with the supported list),
+            or no structure at all.
+    """
+    kinds = tuple(kinds)
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ValueError(f"kinds: expected entries of {', '.join(KINDS)}, got {kind!r}")
+    found: list[Structure] = []
+    inside: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in inside):
+            continue
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
+            inside.append(name)
+            continue
+        family = _match(module)
+        if family is None:
+            if "heads" in kinds and _looks_like_attention(module):
+                raise ValueError(
+                    f"{name or 'the model'} is a {type(module).__name__}, which head pruning does "
+                    f"not support; supported: {'; '.join(SUPPORTED_ATTENTION)}"
+                )
+            continue
+        structure = _build(name, module, family)
+        if structure.kind in kinds:
+            found.append(structure)
+        if structure.kind == "heads":
+            inside.append(name)  # its projections are not MLPs
+    if not found:
+        raise ValueError(
+            f"no {' or '.join(kinds)} found: the model has none of the supported attention and MLP "
+            f"modules ({'; '.join(SUPPORTED_ATTENTION)})"
+        )
+    return found
+
+
+# ----------------------------------------------------------------------------- compaction
+def _select(module: nn.Module, param: str, dim: int, index: Tensor) -> None:
+    tensor = getattr(module, param)
+    kept = tensor.detach().index_select(dim, index.to(tensor.device)).clone()
+    setattr(module, param, nn.Parameter(kept, requires_grad=tensor.requires_grad))
+
+
+def _refresh_linear(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    elif _is_conv1d(module):
+        module.nx, module.nf = module.weight.shape
+
+
+def _slice_all(structure: Structure, keep: Tensor) -> None:
+    """Keep the indices of the surviving units in every slice."""
+    touched = []
+    for piece in structure.slices:
+        index = torch.nonzero(keep[piece.unit]).flatten()
+        _select(piece.module, piece.param, piece.dim, index)
+        touched.append(piece.module)
+    for module in touched:
+        _refresh_linear(module)
+
+
+def _compact_generic(structure: Structure, keep: Tensor, model: nn.Module) -> None:
+    _slice_all(structure, keep)
+    if hasattr(structure.module, "intermediate_size"):
+        structure.module.intermediate_size = int(keep.sum())
+
+
+def _compact_mha(structure: Structure, keep: Tensor, model: nn.Module) -> None:
+    old = structure.module
+    slim = SlimMultiheadAttention.like(old, num_heads=int(keep.sum()))
+    index = torch.nonzero(keep[structure.slices[0].unit]).flatten()
+    columns = torch.nonzero(keep[structure.output.unit]).flatten()
+    with torch.no_grad():
+        slim.in_proj_weight.copy_(old.in_proj_weight.index_select(0, index))
+        if old.in_proj_bias is not None:
+            slim.in_proj_bias.copy_(old.in_proj_bias.index_select(0, index))
+        slim.out_proj.weight.copy_(old.out_proj.weight.index_select(1, columns))
+        if old.out_proj.bias is not None:
+            slim.out_proj.bias.copy_(old.out_proj.bias)
+    slim.train(old.training)
+    _replace(model, structure.name, slim)
+    structure.module = slim
+
+
+def _compact_llama(structure: Structure, keep: Tensor, model: nn.Module) -> None:
+    _slice_all(structure, keep)
+    module = structure.module
+    groups = int(keep.sum())
+    for attr, value in (
+        ("num_key_value_heads", groups),
+        ("num_heads", groups * structure.heads_per_unit),
+        ("num_attention_heads", groups * structure.heads_per_unit),
+    ):
+        if isinstance(getattr(module, attr, None), int):
+            setattr(module, attr, value)
+
+
+def _compact_gpt2(structure: Structure, keep: Tensor, model: nn.Module) -> None:
+    _slice_all(structure, keep)
+    module = structure.module
+    module.num_heads = int(keep.sum())
+    module.split_size = module.num_heads * structure.head_dim
+
+
+def _compact_bert(structure: Structure, keep: Tensor, model: nn.Module) -> None:
+    _slice_all(structure, keep)
+    attention = structure.module.self
+    attention.num_attention_heads = int(keep.sum())
+    attention.all_head_size = attention.num_attention_heads * structure.head_dim
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _update_config(
+    model: nn.Module, structures: Sequence[Structure], keeps: Sequence[Tensor]
+) -> None:
+    """Write uniform head and neuron counts into a Llama-family config (so ``save_pretrained`` /
+    ``from_pretrained`` rebuild the smaller model); other configs cannot express them and keep
+    the dense values (the export records every module's shapes)."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "num_key_value_heads"):
+        return
+    heads = {int(k.sum()) for s, k in zip(structures, keeps) if s.family == "llama"}
+    neurons = {int(k.sum()) for s, k in zip(structures, keeps) if s.family == "gated_mlp"}
+    llama = [s for s in structures if s.family == "llama"]
+    if len(heads) == 1 and llama:
+        groups = heads.pop()
+        config.head_dim = llama[0].head_dim
+        config.num_key_value_heads = groups
+        config.num_attention_heads = groups * llama[0].heads_per_unit
+    if len(neurons) == 1:
+        config.intermediate_size = neurons.pop()
+
+
+# ----------------------------------------------------------------------------- the pruner
+class StructuredPruner:
+    """Learned head and neuron masks on a transformer, from attachment to the compacted model.
+
+    Args:
+        model: the (pretrained) transformer; masks are attached in place.
+        method: ``magnitude``, ``taylor`` (gradient × weight), ``movement`` or ``hard_concrete``
+            (L0 gates, Louizos et al. 2018; for heads, Voita et al. 2019).
+        heads: fraction of attention heads (key/value groups under grouped-query attention) to
+            remove, in [0, 1); 0 leaves attention alone.
+        neurons: fraction of MLP hidden neurons to remove, in [0, 1); 0 leaves the MLPs alone.
+        schedule: its shape: at step ``t`` each kind is at ``schedule(t) / schedule.target`` of
+            its fraction; default one shot.
+        allocation: ``layer`` (every block loses the same fraction) or ``global`` (one ranking per
+            kind across blocks; every attention keeps at least one head).
+        exclude: glob patterns of module names to leave dense.
+        penalty: weight of the estimator's penalty (hard-concrete's expected L0).
+        estimator_args: extra keyword arguments for the estimator.
+        update_every: recompute the masks every this many steps.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        method: str = "magnitude",
+        heads: float = 0.0,
+        neurons: float = 0.0,
+        schedule: SparsitySchedule | None = None,
+        allocation: str = "layer",
+        exclude: Sequence[str] = (),
+        penalty: float = 0.0,
+        estimator_args: Mapping[str, Any] | None = None,
+        update_every: int = 1,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if method not in STRUCTURED_METHODS:
+            raise ValueError(
+                f"method: expected one of {', '.join(STRUCTURED_METHODS)}, got {method!r}"
+            )
+        if allocation not in ("layer", "global"):
+            raise ValueError(f"allocation: expected 'layer' or 'global', got {allocation!r}")
+        self.targets = {
+            "heads": check_sparsity("heads", heads),
+            "neurons": check_sparsity("neurons", neurons),
+        }
+        kinds = [kind for kind, value in self.targets.items() if value > 0]
+        if not kinds:
+            raise ValueError("heads and neurons are both 0: give a fraction of either to remove")
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty >= 0:
+            raise ValueError(f"penalty must be a number >= 0, got {penalty!r}")
+        if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
+            raise ValueError(f"update_every must be an int >= 1, got {update_every!r}")
+        if schedule is not None and not schedule.target > 0:
+            raise ValueError(
+                f"schedule target must be > 0 (its shape is used), got {schedule.target}"
+            )
+        self.schedule = schedule or SparsitySchedule(max(self.targets.values()), kind="one_shot")
+        self.model = model
+        self.method = method
+        self.allocation = allocation
+        self.penalty_weight = float(penalty)
+        self.update_every = update_every
+        self.granularity = ChannelGranularity()
+        self.structures = find_structures(model, kinds, exclude=exclude)
+        self.dense_parameters = sum(p.numel() for p in model.parameters())
+        for kind in kinds:
+            if not any(s.kind == kind for s in self.structures):
+                raise ValueError(
+                    f"{kind}={self.targets[kind]:g} but the model has no {kind} to prune"
+                )
+        estimator = ESTIMATORS[method]
+        args = dict(estimator_args or {})
+        self.sources: list[MaskSource] = []
+        magnitudes = [s.magnitude() for s in self.structures]
+        stats = {
+            kind: MagnitudeStats.of(
+                [m for s, m in zip(self.structures, magnitudes) if s.kind == kind]
+            )
+            for kind in kinds
+        }
+        for structure, magnitude in zip(self.structures, magnitudes):
+            extra: dict[str, Any] = {}
+            if estimator.takes_stats and allocation == "global":
+                extra["stats"] = stats[structure.kind]
+            try:
+                source = estimator((structure.size,), magnitude, **args, **extra)
+            except TypeError as error:
+                raise ValueError(f"estimator_args for {method}: {error}") from None
+            piece = structure.output
+            rows = torch.arange(piece.unit.numel())
+            mask = HadamardMask(
+                source, self.granularity, dim=piece.dim, rows=rows, channels=piece.unit
+            )
+            attach(piece.module, piece.param, mask)
+            self.sources.append(source)
+        self.current: float | None = None
+        self._last_update: int | None = None
+
+    # ------------------------------------------------------------------------------- training
+    def mask_parameters(self) -> list[nn.Parameter]:
+        """The estimators' learned parameters (scores, gates)."""
+        return [p for source in self.sources for p in source.parameters()]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """The model's trainable parameters other than :meth:`mask_parameters`."""
+        masks = {id(p) for p in self.mask_parameters()}
+        return [p for p in self.model.parameters() if p.requires_grad and id(p) not in masks]
+
+    def _progress(self, step: int) -> float:
+        return min(self.schedule(step) / self.schedule.target, 1.0)
+
+    def step(self, step: int) -> float:
+        """Update the masks for optimizer step ``step``; returns the fraction of the targets reached."""
+        progress = self._progress(step)
+        start, end = self.schedule.start_step, self.schedule.end_step
+        anneal = 1.0 if end is None or end <= start else (step - start) / (end - start)
+        for source in self.sources:
+            source.anneal(min(max(anneal, 0.0), 1.0))
+        due = self._last_update is None or step - self._last_update >= self.update_every
+        if progress != self.current or due:
+            self.set_progress(progress)
+            self._last_update = step
+        return progress
+
+    @torch.no_grad()
+    def set_progress(self, progress: float) -> None:
+        """Choose the surviving units for ``progress`` (in [0, 1]) of each kind's target."""
+        if ESTIMATORS[self.method].ranks_by_magnitude:
+            for structure, source in zip(self.structures, self.sources):
+                source.magnitude = structure.magnitude().to(source.keep.device)
+        for kind, target in self.targets.items():
+            chosen = [i for i, s in enumerate(self.structures) if s.kind == kind]
+            if not chosen:
+                continue
+            sparsity = min(target * progress, target)
+            importances = [self.sources[i].importance() for i in chosen]
+            keeps = self.granularity.select(importances, sparsity, allocation=self.allocation)
+            for i, keep in zip(chosen, keeps):
+                self.sources[i].keep.copy_(keep)
+        self.current = progress
+
+    def penalty(self) -> Tensor:
+        """The estimator's penalty times ``penalty`` (0 for penalty-free estimators)."""
+        device = self.sources[0].keep.device
+        terms = [t for t in (source.penalty() for source in self.sources) if t is not None]
+        if self.penalty_weight == 0 or not terms:
+            return torch.zeros((), device=device)
+        total = torch.stack([value for value, _ in terms]).sum()
+        return self.penalty_weight * total / sum(count for _, count in terms)
+
+    # ------------------------------------------------------------------------------- reporting
+    def keeps(self) -> list[Tensor]:
+        """Per structure, the bool mask of surviving units."""
+        return [source.keep.detach().cpu().clone() for source in self.sources]
+
+    def report(self, tokens: int = 256) -> dict[str, Any]:
+        """Units, parameters and MACs (per sequence of ``tokens``) before and after, per structure
+        and in total; ``parameters_after`` is what the compacted model will count."""
+        rows = []
+        removed_params = 0
+        macs_before = macs_after = 0.0
+        for structure, keep in zip(self.structures, self.keeps()):
+            params = structure.unit_params()
+            macs = structure.unit_macs(tokens)
+            removed_params += int(params[~keep].sum())
+            macs_before += float(macs.sum())
+            macs_after += float(macs[keep].sum())
+            rows.append(
+                {
+                    "module": structure.name,
+                    "kind": structure.kind,
+                    "units": structure.size,
+                    "kept": int(keep.sum()),
+                    "heads_per_unit": structure.heads_per_unit,
+                    "params_removed": int(params[~keep].sum()),
+                }
+            )
+        counts = {
+            kind: (
+                sum(r["units"] for r in rows if r["kind"] == kind),
+                sum(r["kept"] for r in rows if r["kind"] == kind),
+            )
+            for kind in KINDS
+        }
+        return {
+            "structures": rows,
+            "units": {kind: {"total": t, "kept": k} for kind, (t, k) in counts.items() if t},
+            "parameters_before": self.dense_parameters,
+            "parameters_after": self.dense_parameters - removed_params,
+            "structure_macs_before": macs_before,
+            "structure_macs_after": macs_after,
+            "tokens": tokens,
+        }
+
+    # ------------------------------------------------------------------------------- finalizing
+    def bake(self) -> nn.Module:
+        """Reach the full targets, fold the masks into the weights and drop them."""
+        if self.current != 1.0:
+            self.set_progress(1.0)
+        return bake(self.model)
+
+    def compact(self, example_inputs: Any, *, rtol: float = 1e-5, atol: float = 1e-5) -> nn.Module:
+        """Bake, then remove the dropped units from every projection, update head counts and widths,
+        and check that the compacted model computes what the masked one did on
+        ``example_inputs`` (a tensor or a tuple of forward arguments; a mapping is passed as
+        keyword arguments). Returns the compacted model (the same object, changed in place)."""
+        if self.current != 1.0:
+            self.set_progress(1.0)
+        keeps = self.keeps()
+        for structure, keep in zip(self.structures, keeps):
+            if not keep.any():  # the selection keeps one per structure; a user-set keep may not
+                raise CompactionError(
+                    f"{structure.name}: every {structure.kind[:-1]} would be removed; keep at least one"
+                )
+        model = self.bake()
+        reference = copy.deepcopy(model)
+        for structure, keep in zip(self.structures, keeps):
+            structure.compact_fn(structure, keep, model)
+        _update_config(model, self.structures, keeps)
+        _check(reference, model, example_inputs, rtol=rtol, atol=atol)
+        return model
+
+
+def _check(
+    reference: nn.Module, model: nn.Module, example_inputs: Any, *, rtol: float, atol: float
+) -> None:
+    if isinstance(example_inputs, Mapping):
+        inputs = dict(example_inputs)
+
+        class _Call(nn.Module):
+            def __init__(self, inner: nn.Module) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self) -> Any:
+                return self.inner(**inputs)
+
+        check_equivalent(_Call(reference), _Call(model), (), rtol=rtol, atol=atol)
+    else:
+        check_equivalent(reference, model, example_inputs, rtol=rtol, atol=atol)
