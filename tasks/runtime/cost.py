@@ -7,6 +7,7 @@ Plain functions over an ``nn.Module`` and example inputs; no Lightning.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
 
 import masking  # noqa: F401  (registers the masking:: custom ops counted below)
 from masking.checks import check_int
@@ -115,11 +116,35 @@ def _partial_conv2d_flops(x_shape, mask_shape, w_shape, *args, out_shape=None, *
     return conv_flop_count(x_shape, w_shape, out_shape[0], transposed=False)
 
 
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """Attention on CPU (``_scaled_dot_product_flash_attention_for_cpu``) costs what the GPU
+    kernels ``FlopCounterMode`` knows cost: its two matrix products."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _native_mha_flops(
+    query_shape, key_shape, value_shape, embed_dim, num_heads, qkv_weight_shape, *args, **kwargs
+) -> int:
+    """``nn.MultiheadAttention``'s fused inference path (``_native_multi_head_attention``, taken
+    in eval mode without gradients): the q/k/v and output projections and the two attention
+    products, as the same module costs on its unfused path."""
+    *batch, length, width = query_shape
+    sources = key_shape[-2]
+    count = math.prod(batch) if batch else 1
+    inner = qkv_weight_shape[0] // 3
+    projections = 2 * count * width * inner * (length + 2 * sources)
+    attention = 2 * 2 * count * length * sources * inner
+    output = 2 * count * length * inner * embed_dim
+    return projections + attention + output
+
+
 def count_macs(model: nn.Module, example_inputs: Tensor | Sequence[Any]) -> int:
     """Multiply-accumulates of one forward pass of ``model`` on ``example_inputs``.
 
     Counted by ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2): convolutions, matrix
-    products and attention; elementwise work (bias, batch norm, activations, masks) is not counted.
+    products and attention (also on CPU, and ``nn.MultiheadAttention``'s fused inference path,
+    which ``FlopCounterMode`` alone counts as zero); elementwise work (bias, batch norm,
+    activations, masks) is not counted.
     Runs in eval mode without gradients and restores the training flags. The project's
     ``masking::partial_conv2d`` custom op counts as the convolution it contains; other custom ops
     unknown to ``FlopCounterMode`` count as zero.
@@ -138,7 +163,11 @@ def count_macs(model: nn.Module, example_inputs: Tensor | Sequence[Any]) -> int:
     """
     _check_module(model)
     args = _as_args(example_inputs)
-    mapping = {torch.ops.masking.partial_conv2d: _partial_conv2d_flops}
+    mapping = {
+        torch.ops.masking.partial_conv2d: _partial_conv2d_flops,
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
+        torch.ops.aten._native_multi_head_attention: _native_mha_flops,
+    }
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with torch.no_grad(), _eval_mode(model), counter:
         model(*args)

@@ -59,6 +59,25 @@ class TestCountMacs:
     def test_linear(self):
         assert count_macs(nn.Linear(16, 5), torch.rand(4, 16)) == 4 * 16 * 5
 
+    @pytest.mark.parametrize("batch_first", [True, False])
+    def test_multihead_attention_counts_on_its_fused_path_as_on_its_plain_one(self, batch_first):
+        # eval mode without gradients takes nn.MultiheadAttention's fused kernel, which
+        # FlopCounterMode alone counts as zero: a ViT's attention would vanish from its MACs
+        attention = nn.MultiheadAttention(16, 4, batch_first=batch_first)
+        q, kv = torch.rand(3, 5, 16), torch.rand(3, 7, 16)
+        if not batch_first:
+            q, kv = q.transpose(0, 1), kv.transpose(0, 1)
+        expected = 3 * (5 * 16 * 16 + 2 * 7 * 16 * 16 + 2 * 5 * 7 * 16 + 5 * 16 * 16)
+        assert count_macs(attention, (q, kv, kv)) == expected
+
+    def test_attention_on_cpu_counts_its_two_products(self):
+        class Attend(nn.Module):
+            def forward(self, q, k, v):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+        q, k = torch.rand(2, 4, 6, 8), torch.rand(2, 4, 9, 8)
+        assert count_macs(Attend(), (q, k, k)) == 2 * 2 * 4 * 6 * 9 * 8
+
     def test_resnet_and_training_flag_restored(self):
         net = ResNet(depths=(1,), widths=(4,), num_classes=3)
         macs = count_macs(net, torch.rand(2, 3, 8, 8))
