@@ -92,7 +92,9 @@ def signature_for(model: nn.Module, inputs: Tensor | Sequence[Tensor]) -> Signat
     """The signature of a classifier (one ``(B, C, H, W)`` input) or an inpainting network
     (``image``, ``mask``), from real inputs of at least two examples: batch, height and width are
     dynamic (height and width in steps of the network's ``size_multiple``); the checks run one
-    example at the inputs' size and two at a size larger by a quarter, rounded to that multiple."""
+    example at the inputs' size and two at a size larger by a quarter, rounded to that multiple.
+    A network that refuses that larger size (a ViT, whose position embedding fixes its image
+    size) keeps its height and width static; the checks then vary the batch only."""
     inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
     # ordinary copies: inputs made under torch.inference_mode cannot be traced
     inputs = tuple(t.detach().clone() for t in inputs)
@@ -112,18 +114,34 @@ def signature_for(model: nn.Module, inputs: Tensor | Sequence[Tensor]) -> Signat
         height, width = multiple * rows, multiple * cols
     else:
         height = width = Dim.AUTO  # the range the network allows, found by the trace
-    dynamic = tuple({0: batch, 2: height, 3: width} if t.dim() == 4 else {0: batch} for t in inputs)
     larger = [-(-round(size * 1.25) // multiple) * multiple for size in (h, w)]
     example = tuple(t[:2] for t in inputs)
-    checks = [tuple(t[:1] for t in inputs), _resized(example, *larger)]
     with torch.no_grad():
         produced = model.eval()(*example)
+        resizable = _takes(model, _resized(example, *larger))
+    if resizable:
+        dynamic = tuple(
+            {0: batch, 2: height, 3: width} if t.dim() == 4 else {0: batch} for t in inputs
+        )
+        checks = [tuple(t[:1] for t in inputs), _resized(example, *larger)]
+    else:
+        dynamic = tuple({0: batch} for _ in inputs)
+        checks = [tuple(t[:1] for t in inputs), inputs]
     count = len(produced) if isinstance(produced, tuple | list) else 1
     outputs = list(getattr(model, "output_names", ()))
     if len(outputs) != count:
         outputs = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     return Signature(names, outputs, example, checks, dynamic, dtype)
+
+
+def _takes(model: nn.Module, inputs: tuple[Tensor, ...]) -> bool:
+    """Whether ``model`` runs on ``inputs`` (a size other than its examples')."""
+    try:
+        model(*inputs)
+    except (AssertionError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 def _outputs(value: Any) -> list[Tensor]:

@@ -113,6 +113,20 @@ def test_pruned_classifiers_match_pytorch_in_onnxruntime(build, tmp_path):
     run_everywhere(net, path, (32, 48), (1, 4), lambda b, s: (digits(b, s),))
 
 
+def test_a_vit_with_fewer_heads_exports_at_its_fixed_size(tmp_path):
+    from masking.models import vit_small
+    from masking.pruning import StructuredPruner
+
+    torch.manual_seed(0)
+    net = vit_small(num_layers=2, hidden_dim=32, num_heads=4, mlp_dim=48, patch_size=8).eval()
+    example = digits(8)
+    net = StructuredPruner(net, heads=0.5, neurons=0.5).compact(example).eval()
+    signature = signature_for(net, example)  # the position embedding fixes the image size
+    path = tmp_path / "vit.onnx"
+    export_checked(net, signature, path)
+    run_everywhere(net, path, (32,), (1, 5), lambda b, s: (digits(b, s),))
+
+
 def test_a_torch_export_program_reloads_and_matches(tmp_path):
     net = compacted_resnet()
     path = tmp_path / "model.pt2"
