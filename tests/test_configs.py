@@ -54,6 +54,9 @@ def test_the_groups_are_the_designed_ones():
 )
 def test_every_option_composes_and_instantiates(tmp_path, group, option):
     overrides = [f"{group}={option}"]
+    if group == "optim":  # chosen per use: task=prune's dense training and fine-tuning
+        overrides = ["task=prune", f"optim@task.dense_optimizer={option}"]
+        overrides.append(f"optim@task.optimizer={option}")
     if (group, option) in NEEDS_ROOT:
         Image.fromarray(np.full((16, 16), 255, np.uint8)).save(tmp_path / "a.png")
         overrides.append(f"{group}.root={tmp_path}")
@@ -70,6 +73,11 @@ def test_every_option_composes_and_instantiates(tmp_path, group, option):
         if isinstance(strategy, DictConfig):  # a strategy object builds without a GPU
             assert instantiate(strategy) is not None
         return  # composes; the Trainer needs the GPU it names
+    if group == "optim":
+        for key in ("dense_optimizer", "optimizer"):
+            optimizer = instantiate(cfg.task[key])([torch.nn.Parameter(torch.ones(1))])
+            assert isinstance(optimizer, torch.optim.Optimizer)
+        return
     if group in INSTANTIATED and cfg[group].get("_target_"):
         assert instantiate(cfg[group]) is not None
     if group == "callbacks":
@@ -124,6 +132,13 @@ FAST_INPAINT = [
 
 @pytest.mark.parametrize("option", options("experiment"))
 def test_every_experiment_runs(tmp_path, option):
+    if option.startswith("prune"):  # a pruning job: the dense model, pruned, compacted, timed
+        overrides = [f"experiment={option}", "debug=fdr", "task.latency.repeats=1"]
+        overrides += ["task.latency.onnxruntime=false", f"task.cache_dir={tmp_path / 'cache'}"]
+        run(compose_config(tmp_path, overrides))
+        metrics = json.loads((tmp_path / "metrics.json").read_text())
+        assert metrics["final/mac_reduction"] > 1 and "final/acc" in metrics
+        return
     overrides = [f"experiment={option}", "debug=fdr", *FAST_INPAINT]
     run(compose_config(tmp_path, overrides))
     metrics = json.loads((tmp_path / "metrics.json").read_text())

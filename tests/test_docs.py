@@ -25,6 +25,8 @@ MODULES = [
     "datamodules.photos",
     "datamodules.digits",
     "masking.models.resnet",
+    "masking.models.vit",
+    "masking.layers.attention",
     "masking.pruning.schedule",
     "masking.pruning.granularity",
     "masking.pruning.graph",

@@ -29,6 +29,13 @@ class SlimMultiheadAttention(nn.Module):
         dropout: dropout on the attention weights in training.
         batch_first: inputs and outputs are ``(batch, seq, feature)`` (else ``(seq, batch,
             feature)``, as ``nn.MultiheadAttention``'s default).
+
+    Example:
+        >>> attention = SlimMultiheadAttention(32, num_heads=2, head_dim=8, batch_first=True)
+        >>> x = torch.rand(4, 5, 32)
+        >>> out, weights = attention(x, x, x)
+        >>> out.shape, weights.shape  # weights averaged over the heads, as nn.MultiheadAttention's
+        (torch.Size([4, 5, 32]), torch.Size([4, 5, 5]))
     """
 
     def __init__(

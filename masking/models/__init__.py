@@ -3,6 +3,7 @@
 from .deepfill import GatedGenerator, PatchDiscriminator
 from .pconv_unet import PConvUNet
 from .resnet import BasicBlock, ResNet, resnet18_cifar
+from .vit import vit_small
 
 __all__ = [
     "BasicBlock",
@@ -11,4 +12,5 @@ __all__ = [
     "PatchDiscriminator",
     "ResNet",
     "resnet18_cifar",
+    "vit_small",
 ]

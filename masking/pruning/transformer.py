@@ -62,6 +62,7 @@ __all__ = [
     "SUPPORTED_ATTENTION",
     "Structure",
     "StructuredPruner",
+    "UnitGranularity",
     "find_structures",
 ]
 
@@ -73,6 +74,27 @@ SUPPORTED_ATTENTION = (
     "GPT2Attention",
     "BertAttention",
 )
+
+
+class UnitGranularity:
+    """What a :class:`StructuredPruner` removes (``heads``, ``neurons`` or ``heads+neurons``), in
+    the terms the pruning reports use for a granularity."""
+
+    structured = True  # compaction removes the units
+    fixed_sparsity = None
+    sparsity_kind = "units"
+
+    def __init__(self, kinds: Iterable[str]) -> None:
+        self.kinds = tuple(kinds)
+        unknown = [kind for kind in self.kinds if kind not in KINDS]
+        if not self.kinds or unknown:
+            raise ValueError(f"kinds: expected some of {', '.join(KINDS)}, got {self.kinds!r}")
+
+    def __str__(self) -> str:
+        return "+".join(self.kinds)
+
+    def __repr__(self) -> str:
+        return f"UnitGranularity({str(self)!r})"
 
 
 @dataclass(frozen=True)
@@ -542,7 +564,8 @@ class StructuredPruner:
             remove, in [0, 1); 0 leaves attention alone.
         neurons: fraction of MLP hidden neurons to remove, in [0, 1); 0 leaves the MLPs alone.
         schedule: its shape: at step ``t`` each kind is at ``schedule(t) / schedule.target`` of
-            its fraction; default one shot.
+            its fraction (:meth:`step` and :meth:`set_sparsity` take and return the schedule's
+            value); default one shot to ``max(heads, neurons)``.
         allocation: ``layer`` (every block loses the same fraction) or ``global`` (one ranking per
             kind across blocks; every attention keeps at least one head).
         exclude: glob patterns of module names to leave dense.
@@ -594,7 +617,8 @@ class StructuredPruner:
         self.allocation = allocation
         self.penalty_weight = float(penalty)
         self.update_every = update_every
-        self.granularity = ChannelGranularity()
+        self.granularity = UnitGranularity(kinds)
+        self._units = ChannelGranularity()  # a vector mask per structure, selected like channels
         self.structures = find_structures(model, kinds, exclude=exclude)
         self.dense_parameters = sum(p.numel() for p in model.parameters())
         for kind in kinds:
@@ -622,13 +646,13 @@ class StructuredPruner:
                 raise ValueError(f"estimator_args for {method}: {error}") from None
             piece = structure.output
             rows = torch.arange(piece.unit.numel())
-            mask = HadamardMask(
-                source, self.granularity, dim=piece.dim, rows=rows, channels=piece.unit
-            )
+            mask = HadamardMask(source, self._units, dim=piece.dim, rows=rows, channels=piece.unit)
             attach(piece.module, piece.param, mask)
             self.sources.append(source)
         self.current: float | None = None
         self._last_update: int | None = None
+
+    freezes_weights = False  # the weights train with the masks (the Pruner's interface)
 
     # ------------------------------------------------------------------------------- training
     def mask_parameters(self) -> list[nn.Parameter]:
@@ -640,25 +664,52 @@ class StructuredPruner:
         masks = {id(p) for p in self.mask_parameters()}
         return [p for p in self.model.parameters() if p.requires_grad and id(p) not in masks]
 
-    def _progress(self, step: int) -> float:
-        return min(self.schedule(step) / self.schedule.target, 1.0)
-
     def step(self, step: int) -> float:
-        """Update the masks for optimizer step ``step``; returns the fraction of the targets reached."""
-        progress = self._progress(step)
+        """Update the masks for optimizer step ``step``; returns the schedule's value there (the
+        targets are reached when it reaches ``schedule.target``)."""
+        value = self.schedule(step)
         start, end = self.schedule.start_step, self.schedule.end_step
         anneal = 1.0 if end is None or end <= start else (step - start) / (end - start)
         for source in self.sources:
             source.anneal(min(max(anneal, 0.0), 1.0))
         due = self._last_update is None or step - self._last_update >= self.update_every
-        if progress != self.current or due:
-            self.set_progress(progress)
+        if value != self.current or due:
+            self.set_sparsity(value)
             self._last_update = step
-        return progress
+        return value
+
+    def set_sparsity(self, sparsity: float) -> None:
+        """Choose the surviving units for the schedule's value ``sparsity`` (in [0,
+        ``schedule.target``]): each kind at ``sparsity / schedule.target`` of its fraction."""
+        target = self.schedule.target
+        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+            raise ValueError(f"sparsity must be a number in [0, {target:g}], got {sparsity!r}")
+        if not 0 <= sparsity <= target:
+            raise ValueError(
+                f"sparsity must be in [0, {target:g}] (the schedule's target), got {sparsity!r}"
+            )
+        self._select(min(sparsity / target, 1.0))
+        self.current = float(sparsity)
+
+    def set_progress(self, progress: float) -> None:
+        """Choose the surviving units for ``progress`` (in [0, 1]) of each kind's fraction."""
+        if (
+            isinstance(progress, bool)
+            or not isinstance(progress, (int, float))
+            or not 0 <= progress <= 1
+        ):
+            raise ValueError(f"progress must be a number in [0, 1], got {progress!r}")
+        self.set_sparsity(
+            self.schedule.target if progress == 1 else progress * self.schedule.target
+        )
+
+    @property
+    def done(self) -> bool:
+        """Whether the masks are at the full targets."""
+        return self.current == self.schedule.target
 
     @torch.no_grad()
-    def set_progress(self, progress: float) -> None:
-        """Choose the surviving units for ``progress`` (in [0, 1]) of each kind's target."""
+    def _select(self, progress: float) -> None:
         if ESTIMATORS[self.method].ranks_by_magnitude:
             for structure, source in zip(self.structures, self.sources):
                 source.magnitude = structure.magnitude().to(source.keep.device)
@@ -668,10 +719,9 @@ class StructuredPruner:
                 continue
             sparsity = min(target * progress, target)
             importances = [self.sources[i].importance() for i in chosen]
-            keeps = self.granularity.select(importances, sparsity, allocation=self.allocation)
+            keeps = self._units.select(importances, sparsity, allocation=self.allocation)
             for i, keep in zip(chosen, keeps):
                 self.sources[i].keep.copy_(keep)
-        self.current = progress
 
     def penalty(self) -> Tensor:
         """The estimator's penalty times ``penalty`` (0 for penalty-free estimators)."""
@@ -686,6 +736,24 @@ class StructuredPruner:
     def keeps(self) -> list[Tensor]:
         """Per structure, the bool mask of surviving units."""
         return [source.keep.detach().cpu().clone() for source in self.sources]
+
+    def layer_sparsity(self) -> list[dict[str, Any]]:
+        """Per structure: its kind, units (heads or key/value groups, neurons), kept, sparsity."""
+        return [
+            {
+                "layer": structure.name,
+                "kind": structure.kind,
+                "units": structure.size,
+                "kept_units": int(keep.sum()),
+                "unit_sparsity": 1 - int(keep.sum()) / structure.size,
+            }
+            for structure, keep in zip(self.structures, self.keeps())
+        ]
+
+    def achieved_sparsity(self) -> float:
+        """The fraction of units (heads and neurons together) the masks remove now."""
+        rows = self.layer_sparsity()
+        return 1 - sum(r["kept_units"] for r in rows) / sum(r["units"] for r in rows)
 
     def report(self, tokens: int = 256) -> dict[str, Any]:
         """Units, parameters and MACs (per sequence of ``tokens``) before and after, per structure
@@ -729,7 +797,7 @@ class StructuredPruner:
     # ------------------------------------------------------------------------------- finalizing
     def bake(self) -> nn.Module:
         """Reach the full targets, fold the masks into the weights and drop them."""
-        if self.current != 1.0:
+        if not self.done:
             self.set_progress(1.0)
         return bake(self.model)
 
@@ -738,7 +806,7 @@ class StructuredPruner:
         and check that the compacted model computes what the masked one did on
         ``example_inputs`` (a tensor or a tuple of forward arguments; a mapping is passed as
         keyword arguments). Returns the compacted model (the same object, changed in place)."""
-        if self.current != 1.0:
+        if not self.done:
             self.set_progress(1.0)
         keeps = self.keeps()
         for structure, keep in zip(self.structures, keeps):

@@ -19,12 +19,15 @@ from masking.pruning import ESTIMATORS, SCHEDULES, Pruner, SparsitySchedule, par
 from masking.pruning.granularity import NMGranularity, WeightGranularity
 from masking.pruning.oneshot import ONESHOT_METHODS, OneShotResult, prune_oneshot
 from masking.pruning.schedule import check_sparsity
+from masking.pruning.transformer import STRUCTURED_METHODS, StructuredPruner, UnitGranularity
 
 FINALIZE = ("auto", "bake", "compact")
 # methods that prune once from calibration data and learn nothing (magnitude does both)
 CALIBRATED_ONLY = tuple(m for m in ONESHOT_METHODS if m not in ESTIMATORS)
 METHODS = (*ESTIMATORS, *CALIBRATED_ONLY)
 ALLOCATIONS = ("auto", "global", "layer")
+# transformer units: attention heads (key/value groups under GQA) and MLP hidden neurons
+UNITS = {"heads": ("heads",), "neurons": ("neurons",), "heads+neurons": ("heads", "neurons")}
 
 
 def _fraction(name: str, value: object) -> float:
@@ -47,8 +50,10 @@ class PruningPlan:
         method: the estimator (``magnitude``, ``movement``, ``hard_concrete``, ``str``,
             ``slimming``), or a one-shot pruner of language models (``wanda``, ``sparsegpt``;
             ``magnitude`` is one too, without fine-tuning).
-        granularity: ``weight``, ``channel``, ``block<R>x<C>`` or ``n:m``.
-        sparsity: the final fraction of zeros (of weights, or of channels for ``channel``).
+        granularity: ``weight``, ``channel``, ``block<R>x<C>`` or ``n:m``; for transformers
+            ``heads``, ``neurons`` or ``heads+neurons`` (a :class:`StructuredPruner`).
+        sparsity: the final fraction of zeros (of weights, or of channels for ``channel``; of
+            heads and of neurons, each, for the transformer units).
         allocation: ``global``, ``layer`` or ``auto``.
         schedule: ``one_shot``, ``linear`` or ``cubic`` (AGP).
         ramp: the schedule's start and end as fractions of the fine-tuning steps, start <= end.
@@ -91,8 +96,12 @@ class PruningPlan:
             )
         self.method = method
         try:
-            self.granularity = parse_granularity(granularity)
             self.sparsity = check_sparsity("sparsity", sparsity)
+            self.granularity = (
+                UnitGranularity(UNITS[granularity])
+                if granularity in UNITS
+                else parse_granularity(granularity)
+            )
         except ValueError as error:
             raise ValueError(f"pruning.{error}") from None
         fixed = self.granularity.fixed_sparsity
@@ -160,6 +169,41 @@ class PruningPlan:
                 f"pruning.prior: pruning={method} does not start from a prior mask (maskllm does)"
             )
         self.prior = prior
+        if self.units:
+            self._check_units()
+
+    @property
+    def units(self) -> bool:
+        """Whether the plan removes transformer heads and neurons (``granularity=heads`` ...)."""
+        return isinstance(self.granularity, UnitGranularity)
+
+    def _check_units(self) -> None:
+        units = f"pruning.granularity={self.granularity}"
+        if self.method not in STRUCTURED_METHODS:
+            raise ValueError(
+                f"pruning.method: {units} learns head and neuron masks with one of "
+                f"{', '.join(STRUCTURED_METHODS)}, got {self.method!r}"
+            )
+        if self.include != ["*"]:
+            raise ValueError(
+                f"pruning.include: {units} finds every attention and MLP itself; leave include at "
+                f"['*'] and name what stays dense in pruning.exclude, got {self.include!r}"
+            )
+        if self.round_to != 1:
+            raise ValueError(f"pruning.round_to: {units} removes whole units; leave it at 1")
+
+    def structured_options(self) -> dict[str, Any]:
+        """The :class:`~masking.pruning.StructuredPruner` arguments, without the schedule."""
+        fractions = {kind: self.sparsity for kind in self.granularity.kinds}
+        return {
+            "method": self.method,
+            **fractions,
+            "allocation": "layer" if self.allocation == "auto" else self.allocation,
+            "exclude": self.exclude,
+            "penalty": self.penalty,
+            "estimator_args": self.estimator_args,
+            "update_every": self.update_every,
+        }
 
     def options(self, example_inputs: Any) -> dict[str, Any]:
         """The :class:`~masking.pruning.Pruner` arguments, without the schedule."""
@@ -191,6 +235,12 @@ class PruningPlan:
                 f"pruning={self.method} is a one-shot pruner of language models, calibrated on "
                 "their activations: use it with task=prune_lm"
             )
+        if self.units:
+            try:
+                StructuredPruner(model, **self.structured_options())
+            except ValueError as error:
+                raise ValueError(f"pruning.granularity={self.granularity}: {error}") from None
+            return
         Pruner(model, **self.options(example_inputs))
 
     def check_oneshot(self) -> None:
@@ -246,11 +296,19 @@ class PruningPlan:
             every=self.update_every,
         )
 
-    def attach(self, model: nn.Module, example_inputs: Any, steps: int) -> Pruner:
+    def attach(
+        self, model: nn.Module, example_inputs: Any, steps: int
+    ) -> Pruner | StructuredPruner:
         """Masks on ``model``, scheduled over ``steps`` fine-tuning steps."""
+        if self.units:
+            return StructuredPruner(
+                model, schedule=self.schedule(steps), **self.structured_options()
+            )
         return Pruner(model, schedule=self.schedule(steps), **self.options(example_inputs))
 
-    def finalize_model(self, pruner: Pruner, check_inputs: Any) -> tuple[nn.Module, str]:
+    def finalize_model(
+        self, pruner: Pruner | StructuredPruner, check_inputs: Any
+    ) -> tuple[nn.Module, str]:
         """Bake or compact (``auto``: compact channel masks, bake the rest); returns the model
         and which it was."""
         how = self.finalize

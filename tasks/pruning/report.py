@@ -66,21 +66,26 @@ def report_markdown(report: dict[str, Any]) -> str:
             + " |" * len(batches)
         )
     lines.append(row("final", f))
+    kind = report["sparsity_kind"]
+    header = {"channel": "channels | kept", "units": "units | kept"}.get(kind, "params | zeros")
     lines += [
         "",
-        f"Achieved sparsity: {report['achieved_sparsity']:.4f} ({report['sparsity_kind']}). "
+        f"Achieved sparsity: {report['achieved_sparsity']:.4f} ({kind}). "
         f"MAC reduction {report['mac_reduction']:.2f}×; speedup "
         + ", ".join(f"b{b} {report['speedup'][f'batch_{b}']:.2f}×" for b in batches)
         + ".",
         *_onnx_lines(report.get("onnxruntime"), batches),
         "",
-        "| layer | "
-        + ("channels | kept" if report["sparsity_kind"] == "channel" else "params | zeros")
-        + " | sparsity |",
+        f"| layer | {header} | sparsity |",
         "|---|---|---|---|",
     ]
     for layer in report["layers"]:
-        if "channels" in layer:
+        if "units" in layer:  # heads (key/value groups) or neurons of a transformer block
+            lines.append(
+                f"| {layer['layer']} ({layer['kind']}) | {layer['units']} | "
+                f"{layer['kept_units']} | {layer['unit_sparsity']:.3f} |"
+            )
+        elif "channels" in layer:
             lines.append(
                 f"| {layer['layer']} | {layer['channels']} | {layer['kept_channels']} | "
                 f"{layer['channel_sparsity']:.3f} |"

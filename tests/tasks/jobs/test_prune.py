@@ -94,3 +94,76 @@ def test_batchnorm_recalibration_uses_deterministic_gates():
     expected = torch.stack([f.mean((0, 2, 3)) for f in features]).mean(0)
     torch.testing.assert_close(bn.running_mean, expected, rtol=1e-5, atol=1e-6)
     assert bn.momentum == 0.1
+
+
+def vit_fast(tmp_path) -> list[str]:
+    """experiment=prune_vit on a 2-block ViT of 4 heads and 16-px digits, its dense model cached
+    in ``tmp_path``."""
+    return [
+        "experiment=prune_vit",
+        "logger=none",
+        "net.num_layers=2",
+        "net.hidden_dim=32",
+        "net.num_heads=4",
+        "net.mlp_dim=48",
+        "net.image_size=16",
+        "data.size=16",
+        "data.batch_size=32",
+        "task.dense_epochs=2",
+        "task.finetune_epochs=2",
+        "+trainer.limit_train_batches=8",
+        "task.latency.repeats=1",
+        "task.latency.warmup=0",
+        "task.latency.batches=[1,4]",
+        f"task.cache_dir={tmp_path / 'cache'}",
+    ]
+
+
+def test_vit_run_removes_heads_and_neurons_and_exports_the_smaller_vit(tmp_path):
+    from masking.layers import SlimMultiheadAttention
+
+    run(compose_config(tmp_path, vit_fast(tmp_path)))
+    report = read_json(tmp_path / "prune_report.json")
+    assert (report["method"], report["granularity"]) == ("taylor", "heads+neurons")
+    assert report["finalize"] == "compact" and report["achieved_sparsity"] == 0.5
+    assert [(r["kind"], r["units"], r["kept_units"]) for r in report["layers"]] == [
+        ("heads", 4, 2),
+        ("neurons", 48, 24),
+    ] * 2
+    # half the heads and neurons of each block: the blocks' MACs halve (attention products
+    # included, 2 x 5 x 5 x 32), the patch embedding (3 x 64 x 32 x 4) and the classifier do not
+    blocks = 2 * (5 * 4 * 32 * 32 + 2 * 5 * 32 * 48 + 2 * 5 * 5 * 32)
+    dense_macs = report["dense"]["macs"]
+    assert dense_macs == 3 * 64 * 32 * 4 + blocks + 32 * 10
+    assert report["final"]["macs"] == dense_macs - blocks // 2
+    # per block: 2 heads' q, k, v rows (3 x 16 x 33) and out_proj columns (16 x 32), 24 neurons'
+    # rows with biases (24 x 33) and columns (24 x 32)
+    removed = 2 * (3 * 16 * 33 + 16 * 32 + 24 * 33 + 24 * 32)
+    assert report["final"]["params"] == report["dense"]["params"] - removed
+    # compaction is exact (checked to 1e-5 before export): at most one image moves
+    final, masked = report["accuracy"]["final"], report["accuracy"]["masked_after_finetune"]
+    assert abs(final - masked) <= 100 / 359 + 1e-9
+    assert "speedup" in report["onnxruntime"]  # the ViT exports at its fixed image size
+    model = load_pruned(tmp_path / "export")
+    attentions = [m for m in model.modules() if isinstance(m, SlimMultiheadAttention)]
+    assert [m.num_heads for m in attentions] == [2, 2]
+    assert sum(p.numel() for p in model.parameters()) == report["final"]["params"]
+    assert model(torch.rand(3, 3, 16, 16)).shape == (3, 10)
+    assert (
+        "| encoder.layers.encoder_layer_0.self_attention (heads) | 4 | 2 | 0.500 |"
+        in (tmp_path / "prune_report.md").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("pruning=slimming", "pruning.method: pruning.granularity=heads\\+neurons learns head"),
+        ("net=resnet18_cifar", "pruning.granularity=heads\\+neurons: no heads or neurons found"),
+    ],
+)
+def test_bad_vit_pruning_input_is_one_line_before_training(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message) as error:
+        run(compose_config(tmp_path, [*vit_fast(tmp_path)[:2], override]))
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "dense").exists()

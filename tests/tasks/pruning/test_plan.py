@@ -46,6 +46,13 @@ def test_every_pruning_option_builds_its_plan(tmp_path, option):
         ({"finalize": "compact"}, "pruning.finalize=compact removes channels"),
         ({"include": "conv*"}, "pruning.include must be a list of name patterns"),
         ({"mask_optimizer": 0.01}, "pruning.mask_optimizer must be an optimizer factory"),
+        (
+            {"granularity": "heads", "method": "slimming"},
+            r"pruning.method: pruning.granularity=heads learns head and neuron masks with one of "
+            r"magnitude, taylor, movement, hard_concrete, got 'slimming'",
+        ),
+        ({"granularity": "heads+neurons", "include": ["encoder*"]}, "pruning.include: "),
+        ({"granularity": "neurons", "round_to": 8}, "pruning.round_to: pruning.granularity"),
     ],
 )
 def test_bad_settings_fail_at_once_naming_the_key(settings, message):
@@ -80,3 +87,32 @@ def test_finalize_auto_compacts_channels_and_bakes_weights():
     pruner.set_sparsity(0.5)
     compacted, how = channels.finalize_model(pruner, x)
     assert how == "compact" and compacted[0].out_channels == 4
+
+
+def test_transformer_units_build_a_structured_pruner_on_the_same_schedule():
+    from masking.models import vit_small
+    from masking.pruning import StructuredPruner
+
+    net = vit_small(num_layers=2, hidden_dim=32, num_heads=4, mlp_dim=48, patch_size=8)
+    x = torch.rand(2, 3, 32, 32)
+    units = plan(granularity="heads+neurons", sparsity=0.5, method="taylor", ramp=[0.0, 0.5])
+    assert str(units.granularity) == "heads+neurons" and units.granularity.structured
+    units.check(copy.deepcopy(net), x)  # what the job runs before any training
+    pruner = units.attach(net, x, 10)
+    assert isinstance(pruner, StructuredPruner) and pruner.allocation == "layer"
+    assert pruner.step(0) == 0.0 and pruner.achieved_sparsity() == 0.0
+    assert 0 < pruner.step(2) < 0.5
+    assert pruner.step(5) == 0.5 and pruner.achieved_sparsity() == 0.5
+    assert [r["kept_units"] for r in pruner.layer_sparsity()] == [2, 24, 2, 24]
+    slim, how = units.finalize_model(pruner, x)
+    assert how == "compact"
+    assert sum(p.numel() for p in slim.parameters()) == pruner.report()["parameters_after"]
+    heads = plan(granularity="heads", sparsity=0.25).structured_options()
+    assert heads["heads"] == 0.25 and "neurons" not in heads
+
+
+def test_transformer_units_on_a_network_without_attention_name_what_is_missing():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    message = r"^pruning.granularity=heads: no heads found: the model has none of the supported"
+    with pytest.raises(ValueError, match=message):
+        plan(granularity="heads", sparsity=0.5).check(net, torch.rand(2, 3, 8, 8))
