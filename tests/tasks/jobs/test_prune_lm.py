@@ -256,3 +256,26 @@ def test_maskllm_learns_an_exact_2_4_mask_of_gpt2s_conv1d_projections(tmp_path):
         assert torch.all(groups.sum(-1) == 2), name
         kept = stored != 0
         assert torch.equal(stored[kept], dense[f"{name}.weight"][kept]), name  # weights frozen
+
+
+def test_heads_and_neurons_of_the_embedded_llama_are_removed_and_the_export_reloads(tmp_path):
+    overrides = ["pruning=taylor", "pruning.granularity=heads+neurons", "task.finetune_steps=4"]
+    metrics = finished_run(tmp_path / "run", *prune_lm_fast(tmp_path), *overrides)
+    report = read_json(tmp_path / "run" / "prune_report.json")
+    assert (report["granularity"], report["finalize"]) == ("heads+neurons", "compact")
+    # two key/value groups of two query heads per block: one group goes; 64 neurons: 32 go
+    assert [(r["kind"], r["units"], r["kept_units"]) for r in report["layers"]] == [
+        ("heads", 2, 1),
+        ("neurons", 64, 32),
+    ] * 2
+    assert metrics["final/sparsity"] == 0.5 and report["mac_reduction"] > 1
+    export = tmp_path / "run" / "export"
+    net = load_pruned(export, builders=trusted(None))
+    attention = net.model.layers[0].self_attn
+    assert attention.q_proj.out_features == 2 * 8 and attention.k_proj.out_features == 8
+    assert net.model.layers[1].mlp.down_proj.in_features == 32
+    assert sum(p.numel() for p in net.parameters()) == report["final"]["params"]
+    (ids,) = load_example_inputs(export)
+    with torch.no_grad():
+        logits = net(ids).logits
+    assert logits.shape == (*ids.shape, 384) and torch.isfinite(logits).all()
