@@ -144,6 +144,42 @@ def test_prune_compare_benchmark_writes_its_report(tmp_path):
     assert "| ours: magnitude |" in out.with_suffix(".md").read_text()
 
 
+def test_vit_benchmark_writes_ours_and_torch_pruning_at_matched_macs(tmp_path):
+    out = tmp_path / "vit"
+    overrides = [
+        "net.num_layers=2",
+        "net.hidden_dim=32",
+        "net.num_heads=4",
+        "net.mlp_dim=48",
+        "+trainer.limit_train_batches=2",
+        "task.dense_epochs=1",
+        "task.latency.repeats=1",
+        "task.latency.warmup=0",
+        "task.latency.batches=[2]",
+        "task.latency.onnxruntime=false",
+        f"task.cache_dir={tmp_path / 'cache'}",
+    ]
+    # a tiny ViT and budget; the generous timeout is for a loaded 2-core machine, not a target
+    result = run_script(
+        "benchmarks/bench_prune_vit.py", "--quick", "--out", str(out), *overrides, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    rows = payload["results"]["50 % of heads and of MLP neurons"]["rows"]
+    ours = [r for r in rows if r["method"].startswith("ours")]
+    theirs = [r for r in rows if r["method"].startswith("Torch-Pruning")]
+    assert [r["method"] for r in ours] == ["ours: magnitude", "ours: taylor"] and len(theirs) == 2
+    # Torch-Pruning's ratio is chosen to land near our MACs, and every entry is cheaper
+    for row in theirs:
+        assert abs(row["final"]["macs"] / ours[0]["final"]["macs"] - 1) < 0.15
+    assert all(r["final"]["macs"] < r["dense"]["macs"] for r in rows)
+    assert (
+        payload["results"]["dense, fine-tuned"]["rows"][0]["final"]["macs"]
+        == rows[0]["dense"]["macs"]
+    )
+    assert "The dense ViT fine-tuned for the same budget" in out.with_suffix(".md").read_text()
+
+
 @pytest.mark.slow
 def test_language_model_benchmark_writes_every_method_and_granularity(tmp_path):
     out = tmp_path / "lm"
