@@ -563,6 +563,14 @@ class StructuredPruner:
         heads: fraction of attention heads (key/value groups under grouped-query attention) to
             remove, in [0, 1); 0 leaves attention alone.
         neurons: fraction of MLP hidden neurons to remove, in [0, 1); 0 leaves the MLPs alone.
+        params, macs: instead of ``heads`` and ``neurons``, a budget: the fraction of the
+            parameters (or of the MACs per sequence of ``tokens``) of every attention and MLP of
+            ``kinds`` to remove. Units are then ranked together, across blocks and kinds, by
+            importance per cost, each relative to its structure's mean, and the lowest go until
+            the fraction is reached (overshooting by less than one unit); every structure keeps
+            at least one unit.
+        kinds: the units a ``params`` or ``macs`` budget takes from (default both).
+        tokens: sequence length of the ``macs`` budget (a ViT's patches plus its class token).
         schedule: its shape: at step ``t`` each kind is at ``schedule(t) / schedule.target`` of
             its fraction (:meth:`step` and :meth:`set_sparsity` take and return the schedule's
             value); default one shot to ``max(heads, neurons)``.
@@ -581,6 +589,10 @@ class StructuredPruner:
         method: str = "magnitude",
         heads: float = 0.0,
         neurons: float = 0.0,
+        params: float = 0.0,
+        macs: float = 0.0,
+        kinds: Sequence[str] = KINDS,
+        tokens: int = 256,
         schedule: SparsitySchedule | None = None,
         allocation: str = "layer",
         exclude: Sequence[str] = (),
@@ -600,7 +612,24 @@ class StructuredPruner:
             "heads": check_sparsity("heads", heads),
             "neurons": check_sparsity("neurons", neurons),
         }
-        kinds = [kind for kind, value in self.targets.items() if value > 0]
+        budgets = {"params": check_sparsity("params", params), "macs": check_sparsity("macs", macs)}
+        budget = [(name, value) for name, value in budgets.items() if value > 0]
+        self.budget: tuple[str, float] | None = budget[0] if budget else None
+        if len(budget) > 1 or (budget and any(self.targets.values())):
+            given = [n for n, v in {**self.targets, **budgets}.items() if v > 0]
+            raise ValueError(
+                f"give fractions of heads and neurons, or one budget (params or macs), got "
+                f"{', '.join(given)}"
+            )
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+            raise ValueError(f"tokens must be an int >= 1, got {tokens!r}")
+        self.tokens = tokens
+        if self.budget is not None:
+            if isinstance(kinds, str) or not kinds or any(k not in KINDS for k in kinds):
+                raise ValueError(f"kinds: expected some of {', '.join(KINDS)}, got {kinds!r}")
+            kinds = list(dict.fromkeys(kinds))
+        else:
+            kinds = [kind for kind, value in self.targets.items() if value > 0]
         if not kinds:
             raise ValueError("heads and neurons are both 0: give a fraction of either to remove")
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty >= 0:
@@ -611,7 +640,8 @@ class StructuredPruner:
             raise ValueError(
                 f"schedule target must be > 0 (its shape is used), got {schedule.target}"
             )
-        self.schedule = schedule or SparsitySchedule(max(self.targets.values()), kind="one_shot")
+        fractions = [self.budget[1]] if self.budget else list(self.targets.values())
+        self.schedule = schedule or SparsitySchedule(max(fractions), kind="one_shot")
         self.model = model
         self.method = method
         self.allocation = allocation
@@ -623,9 +653,16 @@ class StructuredPruner:
         self.dense_parameters = sum(p.numel() for p in model.parameters())
         for kind in kinds:
             if not any(s.kind == kind for s in self.structures):
-                raise ValueError(
-                    f"{kind}={self.targets[kind]:g} but the model has no {kind} to prune"
-                )
+                asked = f"{self.budget[0]}={self.budget[1]:g} of" if self.budget else f"{kind}="
+                value = "" if self.budget else f"{self.targets[kind]:g}"
+                raise ValueError(f"{asked}{value} {kind}: the model has no {kind} to prune")
+        # what each unit costs, for a params or macs budget (fixed: masks do not change shapes)
+        self._costs = [
+            s.unit_macs(tokens)
+            if self.budget and self.budget[0] == "macs"
+            else s.unit_params().double()
+            for s in self.structures
+        ]
         estimator = ESTIMATORS[method]
         args = dict(estimator_args or {})
         self.sources: list[MaskSource] = []
@@ -713,6 +750,9 @@ class StructuredPruner:
         if ESTIMATORS[self.method].ranks_by_magnitude:
             for structure, source in zip(self.structures, self.sources):
                 source.magnitude = structure.magnitude().to(source.keep.device)
+        if self.budget is not None:
+            self._select_budget(self.budget[1] * progress)
+            return
         for kind, target in self.targets.items():
             chosen = [i for i, s in enumerate(self.structures) if s.kind == kind]
             if not chosen:
@@ -722,6 +762,35 @@ class StructuredPruner:
             keeps = self._units.select(importances, sparsity, allocation=self.allocation)
             for i, keep in zip(chosen, keeps):
                 self.sources[i].keep.copy_(keep)
+
+    def _select_budget(self, fraction: float) -> None:
+        """Remove the units of least importance per cost until ``fraction`` of the cost is gone."""
+        costs = self._costs
+        ratios, owners = [], []
+        for i, (source, cost) in enumerate(zip(self.sources, costs)):
+            # both relative to the structure's own mean: importances of different estimators,
+            # kinds and blocks are not on one scale, so each structure loses about the budget's
+            # fraction, less where its importance is concentrated, more where it is spread
+            importance = source.importance().detach().double().cpu()
+            importance = importance / importance.mean().clamp_min(1e-12)
+            ratios.append(importance / (cost / cost.mean().clamp_min(1e-12)).clamp_min(1e-12))
+            owners.append(torch.full((len(cost),), i))
+        order = torch.argsort(torch.cat(ratios), stable=True)
+        owner, unit = torch.cat(owners), torch.cat([torch.arange(len(c)) for c in costs])
+        keeps = [torch.ones(len(c), dtype=torch.bool) for c in costs]
+        left = [len(c) for c in costs]
+        goal, removed = fraction * float(torch.cat(costs).sum()), 0.0
+        for index in order.tolist():
+            if removed >= goal:
+                break
+            i, j = int(owner[index]), int(unit[index])
+            if left[i] == 1:  # every structure keeps a unit
+                continue
+            keeps[i][j] = False
+            left[i] -= 1
+            removed += float(costs[i][j])
+        for source, keep in zip(self.sources, keeps):
+            source.keep.copy_(keep.to(source.keep.device))
 
     def penalty(self) -> Tensor:
         """The estimator's penalty times ``penalty`` (0 for penalty-free estimators)."""

@@ -28,6 +28,7 @@ METHODS = (*ESTIMATORS, *CALIBRATED_ONLY)
 ALLOCATIONS = ("auto", "global", "layer")
 # transformer units: attention heads (key/value groups under GQA) and MLP hidden neurons
 UNITS = {"heads": ("heads",), "neurons": ("neurons",), "heads+neurons": ("heads", "neurons")}
+BUDGETS = ("units", "params", "macs")
 
 
 def _fraction(name: str, value: object) -> float:
@@ -65,6 +66,10 @@ class PruningPlan:
         finalize: ``bake``, ``compact`` or ``auto`` (compact for channel, bake otherwise).
         estimator_args: extra keyword arguments of the estimator.
         mask_optimizer: factory of the optimizer of the estimator's parameters (a ``_partial_``).
+        budget: for the transformer units, what ``sparsity`` counts: ``units`` (that fraction of
+            the heads and of the neurons, each), ``params`` or ``macs`` (that fraction of the
+            attention and MLP parameters, or MACs per sequence of ``tokens``, whichever units go).
+        tokens: the sequence length of a ``macs`` budget.
         prior: ``maskllm``: the one-shot method (``magnitude``, ``wanda``, ``sparsegpt``) whose
             mask, computed on the calibration data, the learned choice starts from.
     """
@@ -88,6 +93,8 @@ class PruningPlan:
         estimator_args: Mapping[str, Any] | None = None,
         mask_optimizer: Callable[[Iterable], Optimizer] | None = None,
         prior: str | None = None,
+        budget: str = "units",
+        tokens: int = 256,
     ) -> None:
         if method not in METHODS:
             raise ValueError(
@@ -169,6 +176,15 @@ class PruningPlan:
                 f"pruning.prior: pruning={method} does not start from a prior mask (maskllm does)"
             )
         self.prior = prior
+        if budget not in BUDGETS:
+            raise ValueError(f"pruning.budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+        self.budget = budget
+        self.tokens = check_int("pruning.tokens", tokens, 1)
+        if budget != "units" and not self.units:
+            raise ValueError(
+                f"pruning.budget={budget} is a budget for transformer units: it needs "
+                f"pruning.granularity=heads, neurons or heads+neurons, got {self.granularity}"
+            )
         if self.units:
             self._check_units()
 
@@ -194,10 +210,14 @@ class PruningPlan:
 
     def structured_options(self) -> dict[str, Any]:
         """The :class:`~masking.pruning.StructuredPruner` arguments, without the schedule."""
-        fractions = {kind: self.sparsity for kind in self.granularity.kinds}
+        if self.budget == "units":
+            fractions = {kind: self.sparsity for kind in self.granularity.kinds}
+        else:
+            fractions = {self.budget: self.sparsity, "kinds": self.granularity.kinds}
         return {
             "method": self.method,
             **fractions,
+            "tokens": self.tokens,
             "allocation": "layer" if self.allocation == "auto" else self.allocation,
             "exclude": self.exclude,
             "penalty": self.penalty,

@@ -401,3 +401,42 @@ def test_bad_arguments_are_one_line_errors(kwargs, message):
 def test_a_model_without_heads_says_so():
     with pytest.raises(ValueError, match="no heads found"):
         StructuredPruner(nn.Sequential(nn.Linear(4, 4)), heads=0.5)
+
+
+@pytest.mark.parametrize("budget", ["macs", "params"])
+def test_a_params_or_macs_budget_is_reached_within_one_unit_and_every_block_keeps_a_head(budget):
+    torch.manual_seed(0)
+    net = llama()
+    ids = TOKENS
+    reference = copy.deepcopy(net).eval()
+    pruner = StructuredPruner(net, **{budget: 0.4}, tokens=ids.shape[1])
+    pruner.step(0)
+    report = pruner.report(tokens=ids.shape[1])
+    costs = torch.cat(pruner._costs)
+    keeps = torch.cat(pruner.keeps())
+    removed = float(costs[~keeps].sum()) / float(costs.sum())
+    # at least the fraction, overshooting by less than the costliest unit
+    assert 0.4 <= removed < 0.4 + float(costs.max()) / float(costs.sum())
+    assert all(row["kept"] >= 1 for row in report["structures"])
+    assert {row["kind"] for row in report["structures"] if row["kept"] < row["units"]} == {
+        "heads",
+        "neurons",
+    }
+    slim = pruner.compact({"input_ids": ids, "use_cache": False})
+    assert sum(p.numel() for p in slim.parameters()) == report["parameters_after"]
+    assert report["parameters_after"] < sum(p.numel() for p in reference.parameters())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"heads": 0.5, "macs": 0.5}, "give fractions of heads and neurons, or one budget"),
+        ({"params": 0.5, "macs": 0.2}, "or one budget \\(params or macs\\), got params, macs"),
+        ({"macs": 0.5, "kinds": ["layers"]}, "kinds: expected some of heads, neurons"),
+        ({"macs": 0.5, "tokens": 0}, "tokens must be an int >= 1, got 0"),
+        ({"macs": 1.0}, r"macs must be in \[0, 1\)"),
+    ],
+)
+def test_bad_budgets_are_one_line(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        StructuredPruner(llama(), **kwargs)

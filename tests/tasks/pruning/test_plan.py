@@ -53,6 +53,9 @@ def test_every_pruning_option_builds_its_plan(tmp_path, option):
         ),
         ({"granularity": "heads+neurons", "include": ["encoder*"]}, "pruning.include: "),
         ({"granularity": "neurons", "round_to": 8}, "pruning.round_to: pruning.granularity"),
+        ({"budget": "flops"}, "pruning.budget must be one of units, params, macs, got 'flops'"),
+        ({"budget": "macs"}, "pruning.budget=macs is a budget for transformer units: it needs"),
+        ({"granularity": "heads", "tokens": 0}, "pruning.tokens must be an int >= 1"),
     ],
 )
 def test_bad_settings_fail_at_once_naming_the_key(settings, message):
@@ -109,6 +112,12 @@ def test_transformer_units_build_a_structured_pruner_on_the_same_schedule():
     assert sum(p.numel() for p in slim.parameters()) == pruner.report()["parameters_after"]
     heads = plan(granularity="heads", sparsity=0.25).structured_options()
     assert heads["heads"] == 0.25 and "neurons" not in heads
+    macs = plan(granularity="heads+neurons", sparsity=0.5, budget="macs", tokens=5)
+    pruner = macs.attach(vit_small(num_layers=2, hidden_dim=32, num_heads=4, mlp_dim=48), x, 10)
+    assert (pruner.budget, pruner.tokens) == (("macs", 0.5), 5)
+    pruner.set_sparsity(0.5)
+    report = pruner.report(tokens=5)
+    assert report["structure_macs_after"] <= 0.5 * report["structure_macs_before"]
 
 
 def test_transformer_units_on_a_network_without_attention_name_what_is_missing():
