@@ -181,6 +181,30 @@ def test_vit_benchmark_writes_ours_and_torch_pruning_at_matched_macs(tmp_path):
 
 
 @pytest.mark.slow
+def test_language_model_units_benchmark_writes_ours_and_torch_pruning(tmp_path):
+    import email
+
+    from tests.helpers.jobs import prune_lm_fast
+
+    out = tmp_path / "lmu"
+    # the fast job's tiny Llama without key/value grouping, which Torch-Pruning can trace
+    overrides = [o for o in prune_lm_fast(tmp_path) if not o.startswith(("task=", "logger="))]
+    overrides = [o for o in overrides if "num_key_value_heads" not in o]
+    overrides += ["net.num_key_value_heads=4", f"data.path={Path(email.__file__).parent}"]
+    # the generous timeout is for a loaded 2-core machine, not a target
+    result = run_script(
+        "benchmarks/bench_prune_lm_units.py", "--quick", "--out", str(out), *overrides, timeout=1200
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    rows = payload["results"]["50 % of key/value groups and of MLP neurons"]["rows"]
+    assert [r["method"] for r in rows[:2]] == ["ours: magnitude", "ours: taylor"]
+    assert rows[2]["method"].startswith("Torch-Pruning")
+    assert all(r["final"]["macs"] < r["dense"]["macs"] for r in rows)
+    assert all(r["perplexity"]["final"] > 1 for r in rows)
+
+
+@pytest.mark.slow
 def test_language_model_benchmark_writes_every_method_and_granularity(tmp_path):
     out = tmp_path / "lm"
     # a tiny model and budget; the generous timeout is for a loaded 2-core machine, not a target
