@@ -106,11 +106,14 @@ class PruningPlan:
             self.sparsity = check_sparsity("sparsity", sparsity)
             self.granularity = (
                 UnitGranularity(UNITS[granularity])
-                if granularity in UNITS
+                if isinstance(granularity, str) and granularity in UNITS
                 else parse_granularity(granularity)
             )
         except ValueError as error:
-            raise ValueError(f"pruning.{error}") from None
+            hint = ""
+            if str(error).startswith("granularity"):
+                hint = " (for transformers: heads, neurons or heads+neurons)"
+            raise ValueError(f"pruning.{error}{hint}") from None
         fixed = self.granularity.fixed_sparsity
         if fixed is not None and not math.isclose(self.sparsity, fixed, abs_tol=1e-9):
             raise ValueError(
