@@ -88,7 +88,10 @@ def test_a_bad_value_in_a_built_object_is_reported_as_its_cause(tmp_path):
     ("overrides", "text"),
     [
         (["task=prune", "pruning=bogus"], "Could not find 'pruning/bogus' (the options are hard_"),
-        (["experiment=bogus"], "Could not find 'experiment/bogus' (the options are deepfill, q"),
+        (
+            ["experiment=bogus"],
+            "Could not find 'experiment/bogus' (the options are deepfill, prune_vit, q",
+        ),
         (["data.crop_sizee=64"], "Could not override 'data.crop_sizee': no such key (to add one"),
         (["seed=[1,2"], "override 'seed=[1,2' does not parse"),
         (["task=predict"], "error: input must be given (add input=... to the command)"),
