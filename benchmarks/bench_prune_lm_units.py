@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 import time
@@ -41,9 +40,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, provenance, write_report
+from bench_prune_vit import cost_cells, cost_header, ours_entry
 
 sys.path.insert(0, str(REPO))
-from tasks import run
 from tasks.jobs.prune_lm import LanguageModelTarget
 from tasks.modules.language import perplexity
 from tasks.pruning import pruning_plan
@@ -155,52 +154,16 @@ def dense_finetuned_entry(cfg, dense, datamodule, root) -> dict:
     return _entry(cfg, "dense, fine-tuned (not pruned)", dense, net, scores, datamodule, started)
 
 
-def ours_entry(overrides, setting: str, method: str, root: Path) -> dict:
-    granularity, sparsity = SETTINGS[setting]
-    started = time.perf_counter()
-    out = root / f"ours-{granularity}-{sparsity}-{method}"
-    extra = [
-        f"pruning={method}",
-        f"pruning.granularity={granularity}",
-        f"pruning.sparsity={sparsity}",
-    ]
-    run(compose_config(out, [*overrides, *extra]))
-    report = json.loads((out / "prune_report.json").read_text())
-    return {
-        "method": f"ours: {method}",
-        "perplexity": {
-            "masked_before_finetune": report["perplexity"]["masked_before_finetune"],
-            "final": report["perplexity"]["final"],
-        },
-        "dense": report["dense"],
-        "final": report["final"],
-        "achieved_sparsity": report["achieved_sparsity"],
-        "wall_time_s": time.perf_counter() - started,
-    }
-
-
 def table(rows: list[dict], dense_ppl: float, batches: list[int]) -> list[str]:
-    last = batches[-1]
     lines = [
-        "| method | ppl before FT | final ppl | × dense | params | MACs | "
-        + " | ".join(f"b{b} ms (speedup)" for b in batches)
-        + f" | b{last} speedup / MAC reduction |",
+        f"| method | ppl before FT | final ppl | × dense | {cost_header(batches)} |",
         "|---|---|---|---|---|---|" + "---|" * (len(batches) + 1),
     ]
     for r in rows:
-        f, d = r["final"], r["dense"]
-        speedups = {
-            b: d["latency_ms"][f"batch_{b}"] / f["latency_ms"][f"batch_{b}"] for b in batches
-        }
-        reduction = d["macs"] / f["macs"]
-        lat = " | ".join(
-            f"{f['latency_ms'][f'batch_{b}']:.1f} ({speedups[b]:.2f}×)" for b in batches
-        )
         ppl = r["perplexity"]
         lines.append(
             f"| {r['method']} | {ppl['masked_before_finetune']:.3f} | {ppl['final']:.3f} | "
-            f"{ppl['final'] / dense_ppl:.3f} | {f['params']:,} | {f['macs'] / 1e9:.3f}G "
-            f"({reduction:.2f}× fewer) | {lat} | {speedups[last] / reduction:.2f} |"
+            f"{ppl['final'] / dense_ppl:.3f} | {cost_cells(r, batches)} |"
         )
     return lines
 
@@ -269,7 +232,9 @@ def main() -> None:
             "finish building (see the benchmark's docstring; its issue #527).",
         ]
     for setting in settings:
-        rows = [ours_entry(overrides, setting, m, work) for m in methods]
+        rows = [
+            ours_entry(overrides, *SETTINGS[setting], m, work, score="perplexity") for m in methods
+        ]
         ratio = None
         if not grouped:
             ratio, _ = _tp_ratio(dense, ids, rows[0]["final"]["macs"])

@@ -130,8 +130,11 @@ def dense_finetuned_entry(cfg, dense, datamodule, root) -> dict:
     )
 
 
-def ours_entry(overrides, setting: str, method: str, root: Path) -> dict:
-    granularity, sparsity = SETTINGS[setting]
+def ours_entry(
+    overrides, granularity: str, sparsity: float, method: str, root: Path, score: str = "accuracy"
+) -> dict:
+    """``pruning=<method>`` at ``granularity`` and ``sparsity`` through the job itself; ``score``
+    names the report's quality column (``accuracy``, ``perplexity``)."""
     started = time.perf_counter()
     out = root / f"ours-{granularity}-{sparsity}-{method}"
     extra = [
@@ -141,43 +144,49 @@ def ours_entry(overrides, setting: str, method: str, root: Path) -> dict:
     ]
     run(compose_config(out, [*overrides, *extra]))
     report = json.loads((out / "prune_report.json").read_text())
-    onnx = report.get("onnxruntime", {})
     return {
         "method": f"ours: {method}",
-        "accuracy": {
-            "masked_before_finetune": report["accuracy"]["masked_before_finetune"],
-            "final": report["accuracy"]["final"],
-        },
+        score: {stage: report[score][stage] for stage in ("masked_before_finetune", "final")},
         "dense": report["dense"],
         "final": report["final"],
         "achieved_sparsity": report["achieved_sparsity"],
-        "onnx_speedup": onnx.get("speedup"),
+        "onnx_speedup": report.get("onnxruntime", {}).get("speedup"),
         "wall_time_s": time.perf_counter() - started,
     }
 
 
-def table(rows: list[dict], dense_acc: float, batches: list[int]) -> list[str]:
-    last = batches[-1]
-    lines = [
-        "| method | acc before FT | final acc | Δ vs dense | params | MACs | "
+def cost_header(batches: list[int]) -> str:
+    """The cost columns of :func:`cost_cells`, for a table's header."""
+    return (
+        "params | MACs | "
         + " | ".join(f"b{b} ms (speedup)" for b in batches)
-        + f" | b{last} speedup / MAC reduction |",
+        + f" | b{batches[-1]} speedup / MAC reduction"
+    )
+
+
+def cost_cells(row: dict, batches: list[int]) -> str:
+    """Params, MACs, latency per batch with its speedup, and the last batch's speedup over the
+    MAC reduction, of one entry (final against its dense model measured in the same run)."""
+    f, d = row["final"], row["dense"]
+    speedups = {b: d["latency_ms"][f"batch_{b}"] / f["latency_ms"][f"batch_{b}"] for b in batches}
+    reduction = d["macs"] / f["macs"]
+    lat = " | ".join(f"{f['latency_ms'][f'batch_{b}']:.2f} ({speedups[b]:.2f}×)" for b in batches)
+    return (
+        f"{f['params']:,} | {f['macs'] / 1e6:,.2f}M ({reduction:.2f}× fewer) | {lat} | "
+        f"{speedups[batches[-1]] / reduction:.2f}"
+    )
+
+
+def table(rows: list[dict], dense_acc: float, batches: list[int]) -> list[str]:
+    lines = [
+        f"| method | acc before FT | final acc | Δ vs dense | {cost_header(batches)} |",
         "|---|---|---|---|---|---|" + "---|" * (len(batches) + 1),
     ]
     for r in rows:
-        f, d = r["final"], r["dense"]
-        speedups = {
-            b: d["latency_ms"][f"batch_{b}"] / f["latency_ms"][f"batch_{b}"] for b in batches
-        }
-        reduction = d["macs"] / f["macs"]
-        lat = " | ".join(
-            f"{f['latency_ms'][f'batch_{b}']:.2f} ({speedups[b]:.2f}×)" for b in batches
-        )
+        acc = r["accuracy"]
         lines.append(
-            f"| {r['method']} | {r['accuracy']['masked_before_finetune']:.2f} | "
-            f"{r['accuracy']['final']:.2f} | {r['accuracy']['final'] - dense_acc:+.2f} | "
-            f"{f['params']:,} | {f['macs'] / 1e6:.2f}M ({reduction:.2f}× fewer) | {lat} | "
-            f"{speedups[last] / reduction:.2f} |"
+            f"| {r['method']} | {acc['masked_before_finetune']:.2f} | {acc['final']:.2f} | "
+            f"{acc['final'] - dense_acc:+.2f} | {cost_cells(r, batches)} |"
         )
     return lines
 
@@ -237,7 +246,7 @@ def main() -> None:
     ]
     results["dense, fine-tuned"] = {"rows": [reference]}
     for setting in settings:
-        rows = [ours_entry(overrides, setting, m, work) for m in methods]
+        rows = [ours_entry(overrides, *SETTINGS[setting], m, work) for m in methods]
         target_macs = rows[0]["final"]["macs"]
         ratio, _ = _tp_ratio(dense, example, target_macs)
         rows += [
