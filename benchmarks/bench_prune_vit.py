@@ -1,12 +1,14 @@
-"""Structured pruning of a ViT: our head and neuron estimators against Torch-Pruning's ViT recipe,
-on the same dense model with the same fine-tuning budget: accuracy, params, MACs and latency.
+"""Structured pruning of a ViT: our head, neuron and hidden-width estimators against Torch-Pruning's
+ViT recipe, on the same dense model with the same fine-tuning budget: accuracy, params, MACs and
+latency.
 
-    python benchmarks/bench_prune_vit.py            # 4 settings x 4 estimators, Torch-Pruning
+    python benchmarks/bench_prune_vit.py            # 6 settings x 4 estimators, Torch-Pruning
     python benchmarks/bench_prune_vit.py --quick    # 1 fine-tuning epoch, 2 estimators, 2 settings
 
 The dense model is ``experiment=prune_vit``'s ViT on the digits (trained and cached on first use,
 exactly as ``python run.py experiment=prune_vit`` does). Ours: ``pruning=<method>`` with
-``pruning.granularity=heads|neurons|heads+neurons`` at the experiment's defaults, compacted.
+``pruning.granularity=heads|neurons|hidden`` (or several joined by ``+``) at the experiment's
+defaults, compacted.
 Torch-Pruning cannot remove whole heads of ``nn.MultiheadAttention`` (its handler narrows the
 embedding and keeps the head count), so it runs its own recipe for a torchvision ViT: MetaPruner
 over every width (the residual stream, the attention and the MLPs) with one ratio, rounded to a
@@ -48,7 +50,13 @@ SETTINGS = {  # name -> (pruning.granularity, pruning.sparsity)
     "50 % of heads": ("heads", 0.5),
     "50 % of MLP neurons": ("neurons", 0.5),
     "50 % of heads and of MLP neurons": ("heads+neurons", 0.5),
+    "25 % of the hidden width": ("hidden", 0.25),
+    "25 % of heads, of MLP neurons and of the hidden width": ("heads+neurons+hidden", 0.25),
 }
+QUICK = (
+    "50 % of heads and of MLP neurons",
+    "25 % of heads, of MLP neurons and of the hidden width",
+)
 METHODS = ("magnitude", "taylor", "movement", "hard_concrete")
 TAYLOR_BATCHES = 10  # prune_timm_vit.py's default --taylor_batchs
 
@@ -193,17 +201,17 @@ def table(rows: list[dict], dense_acc: float, batches: list[int]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None)
     parser.add_argument("--quick", action="store_true", help="1 fine-tuning epoch, 2 estimators")
     parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every entry")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prune_vit_"))
     overrides = ["experiment=prune_vit", "logger=none", *args.overrides]
-    methods, settings = METHODS, args.settings
+    methods, settings = METHODS, args.settings or list(SETTINGS)
     if args.quick:
         overrides.append("task.finetune_epochs=1")
-        methods, settings = ("magnitude", "taylor"), settings[-2:]
+        methods, settings = ("magnitude", "taylor"), (args.settings or list(QUICK))[-2:]
     cfg = compose_config(work / "dense", overrides)
     target = ClassificationTarget(cfg, work / "dense")
     plan = pruning_plan(cfg)
@@ -217,7 +225,8 @@ def main() -> None:
     results: dict[str, dict] = {}
     net = cfg.net
     lines = [
-        "# Structured pruning of a ViT: heads and MLP neurons, ours and Torch-Pruning",
+        "# Structured pruning of a ViT: heads, MLP neurons and the hidden width, ours and "
+        "Torch-Pruning",
         "",
         f"`masking.models.vit_small` ({net.num_layers} blocks of {net.num_heads} heads, width "
         f"{net.hidden_dim}, {net.mlp_dim} MLP neurons, {net.patch_size}-px patches) on the "
@@ -227,7 +236,8 @@ def main() -> None:
         "same run, interleaved.",
         "",
         "Settings. Ours: `python run.py experiment=prune_vit pruning=<method> "
-        "pruning.granularity=<heads|neurons|heads+neurons> pruning.sparsity=<s>` (per-layer "
+        "pruning.granularity=<heads|neurons|hidden, or several joined by +> "
+        "pruning.sparsity=<s>` (the same fraction of each; per-layer "
         "allocation, cubic schedule over the first half of the fine-tuning, compacted). "
         "Torch-Pruning "
         f"{_tp_version()}: MetaPruner, one ratio for every width including the residual "

@@ -178,6 +178,10 @@ def test_vit_benchmark_writes_ours_and_torch_pruning_at_matched_macs(tmp_path):
         == rows[0]["dense"]["macs"]
     )
     assert "The dense ViT fine-tuned for the same budget" in out.with_suffix(".md").read_text()
+    # the narrower residual stream (a quarter of every width) is measured against the same peer
+    widths = payload["results"]["25 % of heads, of MLP neurons and of the hidden width"]["rows"]
+    assert [r["method"] for r in widths][:2] == ["ours: magnitude", "ours: taylor"]
+    assert all(r["final"]["macs"] < r["dense"]["macs"] for r in widths)
 
 
 @pytest.mark.slow

@@ -71,13 +71,15 @@ class SlimMultiheadAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     @classmethod
-    def like(cls, module: nn.Module, num_heads: int) -> SlimMultiheadAttention:
-        """An uninitialised attention with ``module``'s width, head size, bias, dropout and layout
-        (``module`` is an ``nn.MultiheadAttention`` or a ``SlimMultiheadAttention``) and
-        ``num_heads`` heads."""
+    def like(
+        cls, module: nn.Module, num_heads: int, embed_dim: int | None = None
+    ) -> SlimMultiheadAttention:
+        """An uninitialised attention with ``module``'s head size, bias, dropout and layout
+        (``module`` is an ``nn.MultiheadAttention`` or a ``SlimMultiheadAttention``), ``num_heads``
+        heads and ``embed_dim`` (default ``module``'s) model width."""
         weight = module.in_proj_weight
         return cls(
-            module.embed_dim,
+            module.embed_dim if embed_dim is None else embed_dim,
             num_heads,
             module.head_dim,
             bias=module.in_proj_bias is not None,

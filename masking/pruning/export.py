@@ -61,20 +61,26 @@ CHANNEL_ATTRIBUTES = (
     "intermediate_size",
     "nf",
     "nx",
+    # hidden-width compaction (a narrower residual stream)
+    "embed_dim",
+    "hidden_dim",
 )
+# Attributes that are tuples of sizes (a layer norm's shape), recorded as lists.
+SHAPE_ATTRIBUTES = ("normalized_shape",)
 # Of those, the ones a module without tensors of its own may hold (an attention module reading its
 # head count over its projection children): such a module is recorded for them alone.
-_HEAD_ATTRIBUTES = frozenset(CHANNEL_ATTRIBUTES[CHANNEL_ATTRIBUTES.index("num_heads") :]) - {
-    "nf",
-    "nx",
-}
+_HEAD_ATTRIBUTES = frozenset(
+    CHANNEL_ATTRIBUTES[CHANNEL_ATTRIBUTES.index("num_heads") : CHANNEL_ATTRIBUTES.index("nf")]
+)
 # Modules compaction puts in place of another class: recorded class -> (classes it replaces, how
 # to build it from the replaced module and the recorded attributes).
 _REPLACEMENTS: dict[str, tuple[tuple[type[nn.Module], ...], Callable[..., nn.Module]]] = {
     f"{layers.SlimMultiheadAttention.__module__}.SlimMultiheadAttention": (
         (nn.MultiheadAttention, layers.SlimMultiheadAttention),
         lambda module, attributes: layers.SlimMultiheadAttention.like(
-            module, num_heads=attributes.get("num_heads", module.num_heads)
+            module,
+            num_heads=attributes.get("num_heads", module.num_heads),
+            embed_dim=attributes.get("embed_dim", module.embed_dim),
         ),
     ),
 }
@@ -276,6 +282,11 @@ def _module_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
             for attr in CHANNEL_ATTRIBUTES
             if _is_size(getattr(module, attr, None))
         }
+        attributes.update(
+            (attr, list(getattr(module, attr)))
+            for attr in SHAPE_ATTRIBUTES
+            if _is_shape(getattr(module, attr, None))
+        )
         # a module without tensors of its own still matters when it holds head counts its forward
         # reads (GPT-2's attention: num_heads and split_size over its Conv1D children)
         if not params and not buffers and not _HEAD_ATTRIBUTES.intersection(attributes):
@@ -439,10 +450,12 @@ def _check_modules(
                 f"{', '.join(sorted(packages))} (pass the builder that makes it in builders=)"
             )
         for attr, value in spec.get("attributes", {}).items():
-            if attr not in CHANNEL_ATTRIBUTES or not _is_size(value):
+            shape = attr in SHAPE_ATTRIBUTES and isinstance(value, list) and _is_shape(value)
+            if not (shape or (attr in CHANNEL_ATTRIBUTES and _is_size(value))):
                 raise ValueError(
                     f"{where}: {name}.{attr} = {value!r} is not a channel attribute "
-                    f"({', '.join(CHANNEL_ATTRIBUTES)}) with an int value"
+                    f"({', '.join(CHANNEL_ATTRIBUTES)}) with an int value, or a shape "
+                    f"({', '.join(SHAPE_ATTRIBUTES)}) with a list of them"
                 )
         for kind in ("parameters", "buffers"):
             for key, tensor in spec.get(kind, {}).items():
@@ -463,6 +476,10 @@ def _package(obj: Any) -> str:
 
 def _is_size(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, tuple | list) and all(_is_size(n) for n in value)
 
 
 def _build(builder: dict[str, Any], factories: dict[str, Callable[..., Any]]) -> nn.Module:
@@ -518,7 +535,7 @@ def _resize(model: nn.Module, name: str, spec: dict[str, Any], device: torch.dev
             f"{spec.get('class')} in architecture.json"
         )
     for attr, value in spec.get("attributes", {}).items():
-        setattr(module, attr, value)
+        setattr(module, attr, tuple(value) if attr in SHAPE_ATTRIBUTES else value)
     for kind in ("parameters", "buffers"):
         for key, tensor_spec in spec.get(kind, {}).items():
             current = getattr(module, key, None)

@@ -1,18 +1,25 @@
 """Structured pruning of transformer blocks: attention heads and MLP neurons, physically removed.
 
-A transformer block has two kinds of structure that can go without changing the model's interface:
+A transformer has three kinds of structure that can go without changing the model's interface:
 
 - **heads**: one unit per attention head, or per key/value group under grouped-query attention
   (the query heads that share a key/value head go with it, so the grouping survives);
 - **neurons**: one unit per MLP hidden neuron (for a gated MLP such as SwiGLU, the gate, up and down
-  projections' rows and column of that neuron together).
+  projections' rows and column of that neuron together);
+- **hidden**: one unit per channel of the residual stream, shared by every block (torchvision's
+  ``VisionTransformer``): the patch embedding, class token and position embedding, every block's
+  attention and MLP outputs write it; the norms, the attention and MLP inputs and the classifier
+  read it. The mask multiplies the writers, so a removed channel is zero all along the stream, and
+  while masked the layer norms take their statistics over the kept channels only (what the
+  compacted, narrower norms compute).
 
-Each unit is masked where its contribution leaves the block: the input columns of the output
-projection (``o_proj``, ``out_proj``, ``c_proj``, ``down_proj``, ...). Zeroing those columns removes
-the unit from the output exactly, whatever the activation or attention pattern, so the masked model
-and the compacted one agree. Compaction (:meth:`StructuredPruner.compact`) removes the units' rows
-and columns from every projection, updates the head counts and widths in the modules' own
-attributes (and, where the family's config can say it, in the config), and checks masked ≡ compacted.
+Each head or neuron is masked where its contribution leaves the block: the input columns of the
+output projection (``o_proj``, ``out_proj``, ``c_proj``, ``down_proj``, ...). Zeroing those columns
+removes the unit from the output exactly, whatever the activation or attention pattern, so the
+masked model and the compacted one agree. Compaction (:meth:`StructuredPruner.compact`) removes
+the units' rows and columns from every projection, updates the head counts and widths in the
+modules' own attributes (and, where the family's config can say it, in the config), and checks
+masked ≡ compacted.
 
 The families (recognised by structure, never by importing their libraries):
 
@@ -66,7 +73,7 @@ __all__ = [
     "find_structures",
 ]
 
-KINDS = ("heads", "neurons")
+KINDS = ("heads", "neurons", "hidden")
 STRUCTURED_METHODS = ("magnitude", "taylor", "movement", "hard_concrete")
 SUPPORTED_ATTENTION = (
     "torch.nn.MultiheadAttention (torchvision ViT)",
@@ -76,19 +83,31 @@ SUPPORTED_ATTENTION = (
 )
 
 
+HIDDEN_MODELS = ("torchvision VisionTransformer",)
+
+
 class UnitGranularity:
-    """What a :class:`StructuredPruner` removes (``heads``, ``neurons`` or ``heads+neurons``), in
-    the terms the pruning reports use for a granularity."""
+    """What a :class:`StructuredPruner` removes (``heads``, ``neurons``, ``hidden`` or several
+    joined by ``+``), in the terms the pruning reports use for a granularity."""
 
     structured = True  # compaction removes the units
     fixed_sparsity = None
     sparsity_kind = "units"
 
     def __init__(self, kinds: Iterable[str]) -> None:
-        self.kinds = tuple(kinds)
-        unknown = [kind for kind in self.kinds if kind not in KINDS]
-        if not self.kinds or unknown:
-            raise ValueError(f"kinds: expected some of {', '.join(KINDS)}, got {self.kinds!r}")
+        kinds = tuple(kinds)
+        unknown = [kind for kind in kinds if kind not in KINDS]
+        if not kinds or unknown or len(set(kinds)) != len(kinds):
+            raise ValueError(f"kinds: expected some of {', '.join(KINDS)}, got {kinds!r}")
+        self.kinds = tuple(kind for kind in KINDS if kind in kinds)  # one spelling per set
+
+    @classmethod
+    def parse(cls, text: str) -> UnitGranularity | None:
+        """``heads``, ``neurons``, ``hidden`` or several joined by ``+``; None for anything else."""
+        parts = text.split("+") if isinstance(text, str) else []
+        if not parts or any(part not in KINDS for part in parts) or len(set(parts)) != len(parts):
+            return None
+        return cls(parts)
 
     def __str__(self) -> str:
         return "+".join(self.kinds)
@@ -102,12 +121,15 @@ class Slice:
     """Part of one parameter that belongs to a structure's units.
 
     ``unit[i]`` is the unit that index ``i`` along ``dim`` belongs to; every index belongs to one.
+    ``macs``: whether the tensor's entries are multiply-accumulates once per token (weights of
+    projections; not biases, norms or embeddings that are added).
     """
 
     module: nn.Module
     param: str
     dim: int
     unit: Tensor
+    macs: bool = True
 
 
 @dataclass
@@ -126,6 +148,8 @@ class Structure:
         output: the slice the mask multiplies (the output projection's columns).
         heads_per_unit: query heads per unit (the grouped-query ratio; 1 for neurons).
         head_dim: features per head (1 for neurons).
+        writers: further slices the mask multiplies (the hidden width's writers after ``output``).
+        norms: layer norms that read the units (the hidden width's), masked while pruning.
     """
 
     name: str
@@ -137,6 +161,8 @@ class Structure:
     output: Slice
     heads_per_unit: int = 1
     head_dim: int = 1
+    writers: list[Slice] = field(default_factory=list)
+    norms: list[nn.Module] = field(default_factory=list)
     compact_fn: Callable[[Structure, Tensor, nn.Module], None] | None = field(
         default=None, repr=False
     )
@@ -154,10 +180,14 @@ class Structure:
         """Multiply-accumulates each unit costs per sequence of ``tokens`` tokens: its weights once
         per token, and for heads the scores and the weighted sum (``2 · tokens² · head_dim`` per
         query head)."""
-        macs = self.unit_params().double() * tokens
-        for piece in self.slices:  # biases are additions, not multiply-accumulates
-            if _original(piece.module, piece.param).dim() == 1:
-                macs -= torch.bincount(piece.unit, minlength=self.size).double() * tokens
+        macs = torch.zeros(self.size, dtype=torch.double)
+        for piece in self.slices:  # biases, norms and embeddings are additions
+            tensor = _original(piece.module, piece.param)
+            if piece.macs and tensor.dim() >= 2:
+                per_index = tensor.numel() // tensor.shape[piece.dim]
+                macs += (
+                    torch.bincount(piece.unit, minlength=self.size).double() * per_index * tokens
+                )
         if self.kind == "heads":
             macs += 2.0 * tokens * tokens * self.head_dim * self.heads_per_unit
         return macs
@@ -345,6 +375,116 @@ def _gated_mlp(name: str, module: nn.Module) -> Structure:
     )
 
 
+def _is_vit(model: nn.Module) -> bool:
+    """torchvision's ``VisionTransformer`` (by structure: a patch convolution, a class token, an
+    encoder of blocks with ``ln_1``, ``self_attention``, ``ln_2``, ``mlp`` and a final ``ln``)."""
+    encoder = getattr(model, "encoder", None)
+    layers = getattr(encoder, "layers", None)
+    return (
+        isinstance(getattr(model, "conv_proj", None), nn.Conv2d)
+        and isinstance(getattr(model, "class_token", None), Tensor)
+        and isinstance(getattr(encoder, "pos_embedding", None), Tensor)
+        and isinstance(getattr(encoder, "ln", None), nn.LayerNorm)
+        and isinstance(layers, nn.Sequential)
+        and len(layers) > 0
+        and all(
+            isinstance(getattr(b, "ln_1", None), nn.LayerNorm)
+            and isinstance(getattr(b, "ln_2", None), nn.LayerNorm)
+            and _match(getattr(b, "self_attention", None)) == "mha"
+            and _match(getattr(b, "mlp", None)) == "mlp_block"
+            for b in layers
+        )
+        and isinstance(getattr(model, "heads", None), nn.Sequential)
+        and _is_linear(model.heads[0])
+    )
+
+
+def _vit_hidden_parts(model: nn.Module) -> tuple[list[Slice], list[Slice], list[nn.Module]]:
+    """The hidden width's writers (masked), its readers, and its layer norms."""
+    width = int(model.hidden_dim)
+    unit = torch.arange(width)
+    conv, encoder = model.conv_proj, model.encoder
+
+    def piece(module: nn.Module, param: str, dim: int = 0, macs: bool = True) -> Slice:
+        return Slice(module, param, dim, unit, macs)
+
+    writers = [piece(conv, "weight"), piece(model, "class_token", 2, False)]
+    writers.append(piece(encoder, "pos_embedding", 2, False))
+    if conv.bias is not None:
+        writers.append(piece(conv, "bias"))
+    readers: list[Slice] = []
+    norms: list[nn.Module] = []
+    for block in encoder.layers:
+        attention, mlp = block.self_attention, block.mlp
+        readers.append(piece(attention, "in_proj_weight", 1))
+        readers.append(piece(mlp[0], "weight", 1))
+        for linear in (attention.out_proj, mlp[3]):
+            writers.append(piece(linear, "weight"))
+            if linear.bias is not None:
+                writers.append(piece(linear, "bias"))
+        norms += [block.ln_1, block.ln_2]
+    norms.append(encoder.ln)
+    readers.append(piece(model.heads[0], "weight", 1))
+    for norm in norms:
+        readers += [
+            piece(norm, name, 0, False)
+            for name in ("weight", "bias")
+            if getattr(norm, name, None) is not None
+        ]
+    return writers, readers, norms
+
+
+def _vit_hidden(name: str, model: nn.Module) -> Structure:
+    for norm in model.modules():
+        if isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) != 1:
+            raise ValueError(f"{name or 'the model'}: a layer norm over more than the last dim")
+    writers, readers, norms = _vit_hidden_parts(model)
+    return _structure(
+        f"{name} residual stream".strip(),
+        "hidden",
+        "vit_hidden",
+        model,
+        int(model.hidden_dim),
+        writers + readers,
+        writers[0],
+        writers=writers[1:],
+        norms=norms,
+        compact_fn=_compact_vit_hidden,
+    )
+
+
+class _HiddenLayerNorm(nn.LayerNorm):
+    """A layer norm over the kept channels of a masked hidden width (statistics over them, the
+    removed channels left at zero): what the compacted norm computes. Pruning-time only; the
+    mask's source is held unregistered, so the state dict is a layer norm's."""
+
+    _hidden_source: MaskSource
+
+    def forward(self, x: Tensor) -> Tensor:
+        keep = self._hidden_source.keep.to(x.dtype)
+        count = keep.sum()
+        centred = (x - (x * keep).sum(-1, keepdim=True) / count) * keep
+        variance = centred.pow(2).sum(-1, keepdim=True) / count
+        y = centred * torch.rsqrt(variance + self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y * keep
+
+
+def _mask_norms(structure: Structure, source: MaskSource) -> None:
+    for norm in structure.norms:
+        norm.__class__ = _HiddenLayerNorm
+        object.__setattr__(norm, "_hidden_source", source)  # not a child: no state, no params
+
+
+def _unmask_norm(norm: nn.Module) -> None:
+    if isinstance(norm, _HiddenLayerNorm):
+        norm.__class__ = nn.LayerNorm
+        del norm.__dict__["_hidden_source"]
+
+
 def _match(module: nn.Module) -> str | None:
     """The family of an attention or MLP module, or None."""
     if isinstance(module, (nn.MultiheadAttention, SlimMultiheadAttention)):
@@ -422,6 +562,13 @@ def find_structures(
         if kind not in KINDS:
             raise ValueError(f"kinds: expected entries of {', '.join(KINDS)}, got {kind!r}")
     found: list[Structure] = []
+    if "hidden" in kinds:
+        if not _is_vit(model):
+            raise ValueError(
+                f"hidden: pruning the residual stream's width supports {', '.join(HIDDEN_MODELS)}; "
+                f"got a {type(model).__name__}"
+            )
+        found.append(_vit_hidden("", model))
     inside: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(prefix + ".") for prefix in inside):
@@ -481,11 +628,13 @@ def _compact_generic(structure: Structure, keep: Tensor, model: nn.Module) -> No
         structure.module.intermediate_size = int(keep.sum())
 
 
-def _compact_mha(structure: Structure, keep: Tensor, model: nn.Module) -> None:
-    old = structure.module
+def _slim_copy(old: nn.Module, keep: Tensor) -> SlimMultiheadAttention:
+    """A :class:`SlimMultiheadAttention` with ``old``'s weights of the heads ``keep`` marks."""
     slim = SlimMultiheadAttention.like(old, num_heads=int(keep.sum()))
-    index = torch.nonzero(keep[structure.slices[0].unit]).flatten()
-    columns = torch.nonzero(keep[structure.output.unit]).flatten()
+    inner = old.num_heads * old.head_dim
+    rows = torch.arange(3 * inner) % inner // old.head_dim
+    index = torch.nonzero(keep[rows]).flatten()
+    columns = torch.nonzero(keep[_blocks(inner, old.head_dim)]).flatten()
     with torch.no_grad():
         slim.in_proj_weight.copy_(old.in_proj_weight.index_select(0, index))
         if old.in_proj_bias is not None:
@@ -494,8 +643,38 @@ def _compact_mha(structure: Structure, keep: Tensor, model: nn.Module) -> None:
         if old.out_proj.bias is not None:
             slim.out_proj.bias.copy_(old.out_proj.bias)
     slim.train(old.training)
+    return slim
+
+
+def _compact_mha(structure: Structure, keep: Tensor, model: nn.Module) -> None:
+    slim = _slim_copy(structure.module, keep)
     _replace(model, structure.name, slim)
     structure.module = slim
+
+
+def _compact_vit_hidden(structure: Structure, keep: Tensor, model: nn.Module) -> None:
+    """Narrow the residual stream: every writer's and reader's slice, the norms, the attentions'
+    model width (an ``nn.MultiheadAttention`` ties it to its heads, so it becomes a slim one)."""
+    vit = structure.module
+    for block in vit.encoder.layers:
+        attention = block.self_attention
+        if isinstance(attention, nn.MultiheadAttention):
+            block.self_attention = _slim_copy(
+                attention, torch.ones(attention.num_heads, dtype=torch.bool)
+            )
+    writers, readers, norms = _vit_hidden_parts(vit)  # the modules now in place
+    index = torch.nonzero(keep).flatten()
+    for piece in writers + readers:
+        _select(piece.module, piece.param, piece.dim, index)
+        _refresh_linear(piece.module)
+    width = len(index)
+    for norm in norms:
+        _unmask_norm(norm)
+        norm.normalized_shape = (width,)
+    for block in vit.encoder.layers:
+        block.self_attention.embed_dim = width
+    vit.conv_proj.out_channels = width
+    vit.hidden_dim = width
 
 
 def _compact_llama(structure: Structure, keep: Tensor, model: nn.Module) -> None:
@@ -563,13 +742,16 @@ class StructuredPruner:
         heads: fraction of attention heads (key/value groups under grouped-query attention) to
             remove, in [0, 1); 0 leaves attention alone.
         neurons: fraction of MLP hidden neurons to remove, in [0, 1); 0 leaves the MLPs alone.
+        hidden: fraction of the residual stream's channels to remove, in [0, 1) (a torchvision
+            ``VisionTransformer``); 0 keeps the width.
         params, macs: instead of ``heads`` and ``neurons``, a budget: the fraction of the
             parameters (or of the MACs per sequence of ``tokens``) of every attention and MLP of
-            ``kinds`` to remove. Units are then ranked together, across blocks and kinds, by
+            ``kinds`` (heads, neurons) to remove. Units are then ranked together, across blocks and kinds, by
             importance per cost, each relative to its structure's mean, and the lowest go until
             the fraction is reached (overshooting by less than one unit); every structure keeps
             at least one unit.
-        kinds: the units a ``params`` or ``macs`` budget takes from (default both).
+        kinds: the units a ``params`` or ``macs`` budget takes from (default heads and neurons;
+            the hidden width takes a fraction: its channels' costs overlap every other unit's).
         tokens: sequence length of the ``macs`` budget (a ViT's patches plus its class token).
         schedule: its shape: at step ``t`` each kind is at ``schedule(t) / schedule.target`` of
             its fraction (:meth:`step` and :meth:`set_sparsity` take and return the schedule's
@@ -589,9 +771,10 @@ class StructuredPruner:
         method: str = "magnitude",
         heads: float = 0.0,
         neurons: float = 0.0,
+        hidden: float = 0.0,
         params: float = 0.0,
         macs: float = 0.0,
-        kinds: Sequence[str] = KINDS,
+        kinds: Sequence[str] = ("heads", "neurons"),
         tokens: int = 256,
         schedule: SparsitySchedule | None = None,
         allocation: str = "layer",
@@ -611,6 +794,7 @@ class StructuredPruner:
         self.targets = {
             "heads": check_sparsity("heads", heads),
             "neurons": check_sparsity("neurons", neurons),
+            "hidden": check_sparsity("hidden", hidden),
         }
         budgets = {"params": check_sparsity("params", params), "macs": check_sparsity("macs", macs)}
         budget = [(name, value) for name, value in budgets.items() if value > 0]
@@ -618,20 +802,29 @@ class StructuredPruner:
         if len(budget) > 1 or (budget and any(self.targets.values())):
             given = [n for n, v in {**self.targets, **budgets}.items() if v > 0]
             raise ValueError(
-                f"give fractions of heads and neurons, or one budget (params or macs), got "
+                f"give fractions of heads, neurons or hidden, or one budget (params or macs), got "
                 f"{', '.join(given)}"
             )
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
             raise ValueError(f"tokens must be an int >= 1, got {tokens!r}")
         self.tokens = tokens
         if self.budget is not None:
-            if isinstance(kinds, str) or not kinds or any(k not in KINDS for k in kinds):
-                raise ValueError(f"kinds: expected some of {', '.join(KINDS)}, got {kinds!r}")
+            budgeted = ("heads", "neurons")
+            if isinstance(kinds, str) or not kinds or any(k not in budgeted for k in kinds):
+                hint = ""
+                if not isinstance(kinds, str) and "hidden" in kinds:
+                    hint = " (the hidden width takes a fraction, hidden=...)"
+                raise ValueError(
+                    f"kinds: a {self.budget[0]} budget takes some of {', '.join(budgeted)}, got "
+                    f"{kinds!r}{hint}"
+                )
             kinds = list(dict.fromkeys(kinds))
         else:
             kinds = [kind for kind, value in self.targets.items() if value > 0]
         if not kinds:
-            raise ValueError("heads and neurons are both 0: give a fraction of either to remove")
+            raise ValueError(
+                "heads, neurons and hidden are all 0: give a fraction of one of them to remove"
+            )
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty >= 0:
             raise ValueError(f"penalty must be a number >= 0, got {penalty!r}")
         if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
@@ -651,6 +844,7 @@ class StructuredPruner:
         self._units = ChannelGranularity()  # a vector mask per structure, selected like channels
         self.structures = find_structures(model, kinds, exclude=exclude)
         self.dense_parameters = sum(p.numel() for p in model.parameters())
+        self._ledger = _ledger(self.structures)  # the shapes before compaction changes them
         for kind in kinds:
             if not any(s.kind == kind for s in self.structures):
                 asked = f"{self.budget[0]}={self.budget[1]:g} of" if self.budget else f"{kind}="
@@ -685,6 +879,13 @@ class StructuredPruner:
             rows = torch.arange(piece.unit.numel())
             mask = HadamardMask(source, self._units, dim=piece.dim, rows=rows, channels=piece.unit)
             attach(piece.module, piece.param, mask)
+            for writer in structure.writers:  # one unit per index: the mask as it is
+                attach(
+                    writer.module,
+                    writer.param,
+                    HadamardMask(source, self._units, dim=writer.dim, first=False),
+                )
+            _mask_norms(structure, source)
             self.sources.append(source)
         self.current: float | None = None
         self._last_update: int | None = None
@@ -826,16 +1027,15 @@ class StructuredPruner:
 
     def report(self, tokens: int = 256) -> dict[str, Any]:
         """Units, parameters and MACs (per sequence of ``tokens``) before and after, per structure
-        and in total; ``parameters_after`` is what the compacted model will count."""
+        and in total; ``parameters_after`` is what the compacted model will count (a tensor two
+        structures cut, along different dims, counted once: a head's rows in a narrower width)."""
         rows = []
-        removed_params = 0
-        macs_before = macs_after = 0.0
-        for structure, keep in zip(self.structures, self.keeps()):
+        keeps = self.keeps()
+        removed_params, macs_before, macs_after = _removed_and_macs(
+            self.structures, self._ledger, keeps, tokens
+        )
+        for structure, keep in zip(self.structures, keeps):
             params = structure.unit_params()
-            macs = structure.unit_macs(tokens)
-            removed_params += int(params[~keep].sum())
-            macs_before += float(macs.sum())
-            macs_after += float(macs[keep].sum())
             rows.append(
                 {
                     "module": structure.name,
@@ -866,6 +1066,14 @@ class StructuredPruner:
     # ------------------------------------------------------------------------------- finalizing
     def bake(self) -> nn.Module:
         """Reach the full targets, fold the masks into the weights and drop them."""
+        if any(s.kind == "hidden" for s in self.structures):
+            raise ValueError(
+                "finalize: a pruned hidden width needs compaction (its layer norms take statistics "
+                "over the kept channels only, which a baked full-width model cannot); use compact"
+            )
+        return self._bake()
+
+    def _bake(self) -> nn.Module:
         if not self.done:
             self.set_progress(1.0)
         return bake(self.model)
@@ -880,16 +1088,72 @@ class StructuredPruner:
         keeps = self.keeps()
         for structure, keep in zip(self.structures, keeps):
             if not keep.any():  # the selection keeps one per structure; a user-set keep may not
+                unit = {"heads": "head", "neurons": "neuron"}.get(structure.kind, "hidden channel")
                 raise CompactionError(
-                    f"{structure.name}: every {structure.kind[:-1]} would be removed; keep at least one"
+                    f"{structure.name or 'the model'}: every {unit} would be removed; keep at "
+                    "least one"
                 )
-        model = self.bake()
+        model = self._bake()
         reference = copy.deepcopy(model)
-        for structure, keep in zip(self.structures, keeps):
+        # the hidden width last: it rebuilds its slices from the modules heads compaction left
+        order = sorted(zip(self.structures, keeps), key=lambda pair: pair[0].kind == "hidden")
+        for structure, keep in order:
             structure.compact_fn(structure, keep, model)
         _update_config(model, self.structures, keeps)
         _check(reference, model, example_inputs, rtol=rtol, atol=atol)
         return model
+
+
+@dataclass
+class _Owned:
+    """A tensor some structures cut, as it was before any compaction: its shape, whether its
+    entries are MACs, and per cut ``(structure index, dim, unit of each index)``."""
+
+    shape: tuple[int, ...]
+    macs: bool
+    cuts: list[tuple[int, int, Tensor]]
+
+
+def _ledger(structures: Sequence[Structure]) -> list[_Owned]:
+    """Every tensor the structures own, once (a tensor two structures cut along different dims,
+    such as a head's rows in a narrower stream, is one entry)."""
+    owned: dict[int, _Owned] = {}
+    for i, structure in enumerate(structures):
+        for piece in structure.slices:
+            tensor = _original(piece.module, piece.param)
+            entry = owned.setdefault(id(tensor), _Owned(tuple(tensor.shape), True, []))
+            entry.macs = entry.macs and piece.macs and tensor.dim() >= 2
+            entry.cuts.append((i, piece.dim, piece.unit))
+    return list(owned.values())
+
+
+def _removed_and_macs(
+    structures: Sequence[Structure], ledger: Sequence[_Owned], keeps: Sequence[Tensor], tokens: int
+) -> tuple[int, float, float]:
+    """Parameters removed, and MACs per sequence before and after: every owned tensor's kept size
+    is the product of what the structures keep along each of its dims; attention products are
+    ``2 · tokens² · head_dim`` per kept query head."""
+    removed = 0
+    before = after = 0.0
+    for entry in ledger:
+        kept_along: dict[int, Tensor] = {}
+        for i, dim, unit in entry.cuts:
+            kept = keeps[i][unit]
+            kept_along[dim] = kept_along[dim] & kept if dim in kept_along else kept
+        dense = kept = 1
+        for dim, size in enumerate(entry.shape):
+            dense *= size
+            kept *= int(kept_along[dim].sum()) if dim in kept_along else size
+        removed += dense - kept
+        if entry.macs:
+            before += float(dense) * tokens
+            after += float(kept) * tokens
+    for structure, keep in zip(structures, keeps):
+        if structure.kind == "heads":
+            per_unit = 2.0 * tokens * tokens * structure.head_dim * structure.heads_per_unit
+            before += per_unit * structure.size
+            after += per_unit * int(keep.sum())
+    return removed, before, after
 
 
 def _check(

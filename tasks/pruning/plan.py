@@ -26,8 +26,9 @@ FINALIZE = ("auto", "bake", "compact")
 CALIBRATED_ONLY = tuple(m for m in ONESHOT_METHODS if m not in ESTIMATORS)
 METHODS = (*ESTIMATORS, *CALIBRATED_ONLY)
 ALLOCATIONS = ("auto", "global", "layer")
-# transformer units: attention heads (key/value groups under GQA) and MLP hidden neurons
-UNITS = {"heads": ("heads",), "neurons": ("neurons",), "heads+neurons": ("heads", "neurons")}
+# transformer units: attention heads (key/value groups under GQA), MLP hidden neurons and the
+# residual stream's channels (hidden), one kind or several joined by "+" (UnitGranularity.parse)
+UNITS_HINT = "heads, neurons, hidden or several joined by +, e.g. heads+neurons"
 BUDGETS = ("units", "params", "macs")
 
 
@@ -52,7 +53,8 @@ class PruningPlan:
             ``slimming``), or a one-shot pruner of language models (``wanda``, ``sparsegpt``;
             ``magnitude`` is one too, without fine-tuning).
         granularity: ``weight``, ``channel``, ``block<R>x<C>`` or ``n:m``; for transformers
-            ``heads``, ``neurons`` or ``heads+neurons`` (a :class:`StructuredPruner`).
+            ``heads``, ``neurons``, ``hidden`` or several joined by ``+`` (a
+            :class:`StructuredPruner`).
         sparsity: the final fraction of zeros (of weights, or of channels for ``channel``; of
             heads and of neurons, each, for the transformer units).
         allocation: ``global``, ``layer`` or ``auto``.
@@ -104,15 +106,11 @@ class PruningPlan:
         self.method = method
         try:
             self.sparsity = check_sparsity("sparsity", sparsity)
-            self.granularity = (
-                UnitGranularity(UNITS[granularity])
-                if isinstance(granularity, str) and granularity in UNITS
-                else parse_granularity(granularity)
-            )
+            self.granularity = UnitGranularity.parse(granularity) or parse_granularity(granularity)
         except ValueError as error:
             hint = ""
             if str(error).startswith("granularity"):
-                hint = " (for transformers: heads, neurons or heads+neurons)"
+                hint = f" (for transformers: {UNITS_HINT})"
             raise ValueError(f"pruning.{error}{hint}") from None
         fixed = self.granularity.fixed_sparsity
         if fixed is not None and not math.isclose(self.sparsity, fixed, abs_tol=1e-9):
@@ -186,7 +184,7 @@ class PruningPlan:
         if budget != "units" and not self.units:
             raise ValueError(
                 f"pruning.budget={budget} is a budget for transformer units: it needs "
-                f"pruning.granularity=heads, neurons or heads+neurons, got {self.granularity}"
+                f"pruning.granularity={UNITS_HINT}, got {self.granularity}"
             )
         if self.units:
             self._check_units()
@@ -210,6 +208,17 @@ class PruningPlan:
             )
         if self.round_to != 1:
             raise ValueError(f"pruning.round_to: {units} removes whole units; leave it at 1")
+        if "hidden" in self.granularity.kinds:
+            if self.budget != "units":
+                raise ValueError(
+                    f"pruning.budget: {units} takes a fraction of the hidden width (budget=units); "
+                    f"a {self.budget} budget ranks heads and neurons only, got {self.budget!r}"
+                )
+            if self.finalize == "bake":
+                raise ValueError(
+                    f"pruning.finalize: {units} narrows the layer norms, which only compaction can "
+                    "express; use compact or auto"
+                )
 
     def structured_options(self) -> dict[str, Any]:
         """The :class:`~masking.pruning.StructuredPruner` arguments, without the schedule."""

@@ -155,6 +155,35 @@ def test_vit_run_removes_heads_and_neurons_and_exports_the_smaller_vit(tmp_path)
     )
 
 
+def test_vit_run_narrows_the_hidden_width_and_exports_the_narrower_vit(tmp_path):
+    overrides = ["pruning.granularity=hidden+neurons", "pruning.sparsity=0.25"]
+    run(compose_config(tmp_path, [*vit_fast(tmp_path), *overrides]))
+    report = read_json(tmp_path / "prune_report.json")
+    assert report["granularity"] == "neurons+hidden" and report["finalize"] == "compact"
+    assert [(r["kind"], r["units"], r["kept_units"]) for r in report["layers"]] == [
+        ("hidden", 32, 24),
+        *[("neurons", 48, 36)] * 2,
+    ]
+    # a 24-wide stream: the patch embedding, every projection's stream side and the classifier
+    # narrow; the attention's inner width (4 heads of 8) and the products over 5 tokens do not
+    block = 5 * 96 * 24 + 5 * 24 * 32 + 2 * 5 * 5 * 32 + 2 * 5 * 36 * 24
+    assert report["final"]["macs"] == 3 * 64 * 24 * 4 + 2 * block + 24 * 10
+    norm = 2 * 24
+    block_params = 2 * norm + 96 * 24 + 96 + 24 * 32 + 24 + 36 * 24 + 36 + 24 * 36 + 24
+    embedding = 24 * 3 * 64 + 24 + 24 + 5 * 24  # patch conv, class token, positions
+    params = embedding + 2 * block_params + norm + 24 * 10 + 10
+    assert report["final"]["params"] == params
+    final, masked = report["accuracy"]["final"], report["accuracy"]["masked_after_finetune"]
+    assert abs(final - masked) <= 100 / 359 + 1e-9  # compaction is exact (checked to 1e-5)
+    model = load_pruned(tmp_path / "export")
+    assert sum(p.numel() for p in model.parameters()) == params and model.hidden_dim == 24
+    assert model(torch.rand(3, 3, 16, 16)).shape == (3, 10)
+    assert (
+        "| residual stream (hidden) | 32 | 24 | 0.250 |"
+        in (tmp_path / "prune_report.md").read_text()
+    )
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
