@@ -2,13 +2,14 @@
 against Torch-Pruning's LLM recipe, on the same dense model with the same fine-tuning budget:
 held-out perplexity, params, MACs and latency.
 
-    python benchmarks/bench_prune_lm_units.py           # 4 settings x 4 estimators, Torch-Pruning
+    python benchmarks/bench_prune_lm_units.py           # 6 settings x 4 estimators, Torch-Pruning
     python benchmarks/bench_prune_lm_units.py --quick   # 20 fine-tuning steps, 2 estimators, 2 settings
 
 The dense model is ``task=prune_lm``'s embedded Llama (grouped-query attention, trained on the
 Python standard library's source and cached on first use, exactly as the job does). Ours:
-``python run.py task=prune_lm pruning=<method> pruning.granularity=heads|neurons|heads+neurons
-task.finetune_steps=<steps>``, compacted; a head unit is one key/value group with its query heads.
+``python run.py task=prune_lm pruning=<method> pruning.granularity=heads|neurons|hidden`` (or several
+joined by ``+``) ``task.finetune_steps=<steps>``, compacted; a head unit is one key/value group with
+its query heads, a hidden unit one channel of the residual stream.
 Torch-Pruning runs its ``examples/LLMs/prune_llm.py`` recipe: MetaPruner with the query, key and
 value projections' head counts, ``prune_num_heads=True``, ``prune_head_dims=False`` (rotary
 embeddings untouched), one ratio for the hidden size, the MLP and the heads,
@@ -55,7 +56,16 @@ SETTINGS = {  # name -> (pruning.granularity, pruning.sparsity)
     "50 % of key/value groups": ("heads", 0.5),
     "50 % of MLP neurons": ("neurons", 0.5),
     "50 % of key/value groups and of MLP neurons": ("heads+neurons", 0.5),
+    "25 % of the hidden width": ("hidden", 0.25),
+    "25 % of key/value groups, of MLP neurons and of the hidden width": (
+        "heads+neurons+hidden",
+        0.25,
+    ),
 }
+QUICK = (
+    "50 % of key/value groups and of MLP neurons",
+    "25 % of key/value groups, of MLP neurons and of the hidden width",
+)
 METHODS = ("magnitude", "taylor", "movement", "hard_concrete")
 
 
@@ -170,16 +180,16 @@ def table(rows: list[dict], dense_ppl: float, batches: list[int]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None)
     parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps of every entry")
     parser.add_argument("--quick", action="store_true", help="20 steps, 2 estimators, 2 settings")
     parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every entry")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prune_lm_units_"))
-    methods, settings, steps = METHODS, args.settings, args.steps
+    methods, settings, steps = METHODS, args.settings or list(SETTINGS), args.steps
     if args.quick:
-        methods, settings, steps = ("magnitude", "taylor"), settings[-2:], 20
+        methods, settings, steps = ("magnitude", "taylor"), (args.settings or list(QUICK))[-2:], 20
     overrides = [
         "task=prune_lm",
         "logger=none",
@@ -202,8 +212,8 @@ def main() -> None:
     reference = dense_finetuned_entry(cfg, dense, datamodule, work / "dense-finetuned")
     results: dict[str, dict] = {"dense, fine-tuned": {"rows": [reference]}}
     lines = [
-        "# Structured pruning of the embedded Llama: key/value groups and MLP neurons, ours and "
-        "Torch-Pruning",
+        "# Structured pruning of the embedded Llama: key/value groups, MLP neurons and the hidden "
+        "width, ours and Torch-Pruning",
         "",
         f"The embedded Llama of `task=prune_lm` ({net.num_hidden_layers} blocks, width "
         f"{net.hidden_size}, {net.num_attention_heads} query heads in {net.num_key_value_heads} "
@@ -216,7 +226,7 @@ def main() -> None:
         "measured in the same run, interleaved; MACs per sequence.",
         "",
         "Settings. Ours: `python run.py task=prune_lm pruning=<method> "
-        "pruning.granularity=<heads|neurons|heads+neurons> pruning.sparsity=<s> "
+        "pruning.granularity=<heads|neurons|hidden, or several joined by +> pruning.sparsity=<s> "
         f"task.finetune_steps={steps}` (per-layer allocation, cubic schedule over the first half, "
         f"compacted). Torch-Pruning {_tp_version()}: its `prune_llm.py` recipe (MetaPruner, "
         "`prune_num_heads=True`, `prune_head_dims=False`, one ratio for the hidden size, MLP and "

@@ -206,6 +206,9 @@ def test_language_model_units_benchmark_writes_ours_and_torch_pruning(tmp_path):
     assert rows[2]["method"].startswith("Torch-Pruning")
     assert all(r["final"]["macs"] < r["dense"]["macs"] for r in rows)
     assert all(r["perplexity"]["final"] > 1 for r in rows)
+    widths = payload["results"]["25 % of key/value groups, of MLP neurons and of the hidden width"]
+    assert widths["rows"][2]["method"].startswith("Torch-Pruning")
+    assert all(r["final"]["macs"] < r["dense"]["macs"] for r in widths["rows"])
 
 
 @pytest.mark.slow

@@ -59,11 +59,21 @@ CHANNEL_ATTRIBUTES = (
     "num_key_value_heads",
     "all_head_size",
     "intermediate_size",
+    "hidden_size",  # hidden-width compaction (a narrower residual stream)
     "nf",
     "nx",
-    # hidden-width compaction (a narrower residual stream)
     "embed_dim",
     "hidden_dim",
+    "embedding_dim",
+)
+# Sizes a Hugging Face config holds that compaction changes (recorded so that a reloaded model's
+# config, and what save_pretrained writes from it, describe the smaller model).
+CONFIG_ATTRIBUTES = (
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "head_dim",
 )
 # Attributes that are tuples of sizes (a layer norm's shape), recorded as lists.
 SHAPE_ATTRIBUTES = ("normalized_shape",)
@@ -146,6 +156,7 @@ def export_pruned(
         "format_version": FORMAT_VERSION,
         "builder": dict(builder),
         "modules": _module_specs(model),
+        "config": _config_sizes(model),
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "extra": dict(extra) if extra is not None else {},
     }
@@ -236,10 +247,24 @@ def load_pruned(
     where = f"{ARCHITECTURE_FILE} in {str(directory)!r}"
     factories = _resolve_builder(spec["builder"], builders, where)
     _check_modules(spec["modules"], builders, where)
+    sizes = spec.get("config", {})  # exports before it was recorded have none
+    if not isinstance(sizes, dict) or not all(
+        key in CONFIG_ATTRIBUTES and _is_size(value) for key, value in sizes.items()
+    ):
+        raise ValueError(
+            f"{where}: 'config' must map some of {', '.join(CONFIG_ATTRIBUTES)} to sizes, got "
+            f"{sizes!r}"
+        )
     device = torch.device(map_location)
     model = _build(spec["builder"], factories)
+    # builder's tensor -> (it, its replacement): a tie survives; holding it keeps its id unique
+    resized: dict[int, tuple[Tensor, Tensor]] = {}
     for name, module_spec in spec["modules"].items():
-        _resize(model, name, module_spec, device)
+        _resize(model, name, module_spec, device, resized)
+    config = getattr(model, "config", None)
+    for key, value in sizes.items():
+        if config is not None:
+            setattr(config, key, value)
     model.to(device)
     state = _loaded(weights, WEIGHTS_FILE, device)
     _check_state(model, state)
@@ -298,6 +323,15 @@ def _module_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
             "attributes": attributes,
         }
     return specs
+
+
+def _config_sizes(model: nn.Module) -> dict[str, int]:
+    config = getattr(model, "config", None)
+    return {
+        key: getattr(config, key)
+        for key in CONFIG_ATTRIBUTES
+        if config is not None and _is_size(getattr(config, key, None))
+    }
 
 
 def _class_path(module: nn.Module) -> str:
@@ -515,7 +549,13 @@ def _maybe_instantiate(value: Any, factories: dict[str, Callable[..., Any]]) -> 
     return value
 
 
-def _resize(model: nn.Module, name: str, spec: dict[str, Any], device: torch.device) -> None:
+def _resize(
+    model: nn.Module,
+    name: str,
+    spec: dict[str, Any],
+    device: torch.device,
+    resized: dict[int, tuple[Tensor, Tensor]],
+) -> None:
     try:
         module = model.get_submodule(name)
     except AttributeError:
@@ -547,8 +587,13 @@ def _resize(model: nn.Module, name: str, spec: dict[str, Any], device: torch.dev
             if list(current.shape) == tensor_spec["shape"] and current.dtype == dtype:
                 continue  # kept as built: a tensor tied to another (GPT-2's lm_head) stays tied
             empty = torch.empty(tensor_spec["shape"], dtype=dtype, device=device)
-            if isinstance(current, nn.Parameter):
-                setattr(module, key, nn.Parameter(empty, requires_grad=current.requires_grad))
+            _, again = resized.get(id(current), (None, None))
+            if again is not None and list(again.shape) == tensor_spec["shape"]:
+                setattr(module, key, again)  # tied in the builder's model (an LM head): still tied
+            elif isinstance(current, nn.Parameter):
+                new = nn.Parameter(empty, requires_grad=current.requires_grad)
+                resized[id(current)] = (current, new)
+                setattr(module, key, new)
             elif key in module._non_persistent_buffers_set:
                 if list(current.shape) != tensor_spec["shape"]:
                     raise ValueError(

@@ -7,11 +7,11 @@ A transformer has three kinds of structure that can go without changing the mode
 - **neurons**: one unit per MLP hidden neuron (for a gated MLP such as SwiGLU, the gate, up and down
   projections' rows and column of that neuron together);
 - **hidden**: one unit per channel of the residual stream, shared by every block (torchvision's
-  ``VisionTransformer``): the patch embedding, class token and position embedding, every block's
-  attention and MLP outputs write it; the norms, the attention and MLP inputs and the classifier
-  read it. The mask multiplies the writers, so a removed channel is zero all along the stream, and
-  while masked the layer norms take their statistics over the kept channels only (what the
-  compacted, narrower norms compute).
+  ``VisionTransformer`` and Llama-family LMs): the embeddings (patch, class token and positions;
+  tokens) and every block's attention and MLP outputs write it; the norms, the attention and MLP
+  inputs and the classifier or LM head read it. The mask multiplies the writers, so a removed
+  channel is zero all along the stream, and while masked the norms take their statistics over the
+  kept channels only (what the compacted, narrower norms compute).
 
 Each head or neuron is masked where its contribution leaves the block: the input columns of the
 output projection (``o_proj``, ``out_proj``, ``c_proj``, ``down_proj``, ...). Zeroing those columns
@@ -83,7 +83,11 @@ SUPPORTED_ATTENTION = (
 )
 
 
-HIDDEN_MODELS = ("torchvision VisionTransformer",)
+HIDDEN_MODELS = (
+    "torchvision VisionTransformer",
+    "Llama-family causal LMs (Llama, Mistral, Qwen2: RMSNorm, q/k/v/o and gate/up/down)",
+)
+RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")
 
 
 class UnitGranularity:
@@ -150,6 +154,7 @@ class Structure:
         head_dim: features per head (1 for neurons).
         writers: further slices the mask multiplies (the hidden width's writers after ``output``).
         norms: layer norms that read the units (the hidden width's), masked while pruning.
+        tied: the LM head shares the token embedding's weight (re-tied after compaction).
     """
 
     name: str
@@ -163,6 +168,7 @@ class Structure:
     head_dim: int = 1
     writers: list[Slice] = field(default_factory=list)
     norms: list[nn.Module] = field(default_factory=list)
+    tied: bool = False
     compact_fn: Callable[[Structure, Tensor, nn.Module], None] | None = field(
         default=None, repr=False
     )
@@ -453,10 +459,95 @@ def _vit_hidden(name: str, model: nn.Module) -> Structure:
     )
 
 
+def _llama_base(model: nn.Module) -> nn.Module:
+    """The decoder stack of a Llama-family causal LM (``model.model``), or the model itself."""
+    inner = getattr(model, "model", None)
+    return inner if isinstance(getattr(inner, "embed_tokens", None), nn.Embedding) else model
+
+
+def _is_llama_lm(model: nn.Module) -> bool:
+    base = _llama_base(model)
+    layers = getattr(base, "layers", None)
+
+    def rms(module: Any) -> bool:
+        return type(module).__name__ in RMS_NORMS and isinstance(
+            getattr(module, "weight", None), Tensor
+        )
+
+    return (
+        isinstance(getattr(base, "embed_tokens", None), nn.Embedding)
+        and isinstance(layers, nn.ModuleList)
+        and len(layers) > 0
+        and all(
+            _match(getattr(layer, "self_attn", None)) == "llama"
+            and _match(getattr(layer, "mlp", None)) == "gated_mlp"
+            and rms(getattr(layer, "input_layernorm", None))
+            and rms(getattr(layer, "post_attention_layernorm", None))
+            for layer in layers
+        )
+        and rms(getattr(base, "norm", None))
+        and (not hasattr(model, "lm_head") or _is_linear(model.lm_head))
+    )
+
+
+def _llama_hidden_parts(model: nn.Module) -> tuple[list[Slice], list[Slice], list[nn.Module]]:
+    """The hidden width's writers, readers and norms in a Llama-family LM."""
+    base = _llama_base(model)
+    width = base.embed_tokens.embedding_dim
+    unit = torch.arange(width)
+
+    def pieces(module: nn.Module, dim: int) -> list[Slice]:
+        found = [Slice(module, "weight", dim, unit)]
+        if dim == 0 and getattr(module, "bias", None) is not None:
+            found.append(Slice(module, "bias", 0, unit))
+        return found
+
+    writers = [Slice(base.embed_tokens, "weight", 1, unit, False)]  # a lookup, not MACs
+    readers: list[Slice] = []
+    norms: list[nn.Module] = []
+    for layer in base.layers:
+        attention, mlp = layer.self_attn, layer.mlp
+        writers += pieces(attention.o_proj, 0) + pieces(mlp.down_proj, 0)
+        for proj in (
+            attention.q_proj,
+            attention.k_proj,
+            attention.v_proj,
+            mlp.gate_proj,
+            mlp.up_proj,
+        ):
+            readers += pieces(proj, 1)
+        norms += [layer.input_layernorm, layer.post_attention_layernorm]
+    norms.append(base.norm)
+    readers += [Slice(norm, "weight", 0, unit, False) for norm in norms]
+    if hasattr(model, "lm_head"):
+        readers += pieces(model.lm_head, 1)
+    return writers, readers, norms
+
+
+def _llama_hidden(name: str, model: nn.Module) -> Structure:
+    writers, readers, norms = _llama_hidden_parts(model)
+    head = getattr(model, "lm_head", None)
+    base = _llama_base(model)
+    return _structure(
+        f"{name} residual stream".strip(),
+        "hidden",
+        "llama_hidden",
+        model,
+        base.embed_tokens.embedding_dim,
+        writers + readers,
+        writers[0],
+        writers=writers[1:],
+        norms=norms,
+        tied=head is not None and head.weight is base.embed_tokens.weight,
+        compact_fn=_compact_llama_hidden,
+    )
+
+
 class _HiddenLayerNorm(nn.LayerNorm):
     """A layer norm over the kept channels of a masked hidden width (statistics over them, the
-    removed channels left at zero): what the compacted norm computes. Pruning-time only; the
-    mask's source is held unregistered, so the state dict is a layer norm's."""
+    removed channels left at zero): what the compacted norm computes. Pruning-time only: a norm's
+    class is swapped for this one and back; the mask's source is held unregistered, so the state
+    dict is the norm's own."""
 
     _hidden_source: MaskSource
 
@@ -473,15 +564,34 @@ class _HiddenLayerNorm(nn.LayerNorm):
         return y * keep
 
 
+class _HiddenRMSNorm(nn.Module):
+    """A Llama-family RMSNorm (float32 statistics, ``weight · x̂`` in the input's dtype) over the
+    kept channels of a masked hidden width, as :class:`_HiddenLayerNorm`."""
+
+    _hidden_source: MaskSource
+    weight: Tensor
+    variance_epsilon: float
+
+    def forward(self, x: Tensor) -> Tensor:
+        keep = self._hidden_source.keep
+        wide = x.to(torch.float32) * keep
+        variance = wide.pow(2).sum(-1, keepdim=True) / keep.sum()
+        normed = wide * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * normed.to(x.dtype) * keep.to(x.dtype)
+
+
 def _mask_norms(structure: Structure, source: MaskSource) -> None:
     for norm in structure.norms:
-        norm.__class__ = _HiddenLayerNorm
-        object.__setattr__(norm, "_hidden_source", source)  # not a child: no state, no params
+        masked = _HiddenLayerNorm if isinstance(norm, nn.LayerNorm) else _HiddenRMSNorm
+        # not children: no state, no parameters of their own
+        object.__setattr__(norm, "_hidden_class", type(norm))
+        object.__setattr__(norm, "_hidden_source", source)
+        norm.__class__ = masked
 
 
 def _unmask_norm(norm: nn.Module) -> None:
-    if isinstance(norm, _HiddenLayerNorm):
-        norm.__class__ = nn.LayerNorm
+    if "_hidden_class" in norm.__dict__:
+        norm.__class__ = norm.__dict__.pop("_hidden_class")
         del norm.__dict__["_hidden_source"]
 
 
@@ -563,12 +673,15 @@ def find_structures(
             raise ValueError(f"kinds: expected entries of {', '.join(KINDS)}, got {kind!r}")
     found: list[Structure] = []
     if "hidden" in kinds:
-        if not _is_vit(model):
+        if _is_vit(model):
+            found.append(_vit_hidden("", model))
+        elif _is_llama_lm(model):
+            found.append(_llama_hidden("", model))
+        else:
             raise ValueError(
-                f"hidden: pruning the residual stream's width supports {', '.join(HIDDEN_MODELS)}; "
+                f"hidden: pruning the residual stream's width supports {'; '.join(HIDDEN_MODELS)}; "
                 f"got a {type(model).__name__}"
             )
-        found.append(_vit_hidden("", model))
     inside: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(prefix + ".") for prefix in inside):
@@ -675,6 +788,35 @@ def _compact_vit_hidden(structure: Structure, keep: Tensor, model: nn.Module) ->
         block.self_attention.embed_dim = width
     vit.conv_proj.out_channels = width
     vit.hidden_dim = width
+
+
+def _compact_llama_hidden(structure: Structure, keep: Tensor, model: nn.Module) -> None:
+    """Narrow the residual stream of a Llama-family LM: the embedding's columns, every
+    projection's stream side, the RMSNorms, the LM head (re-tied to the embedding if it was), the
+    modules' ``hidden_size`` and the config's."""
+    lm = structure.module
+    writers, readers, norms = _llama_hidden_parts(lm)
+    index = torch.nonzero(keep).flatten()
+    for piece in writers + readers:
+        if not (structure.tied and piece.module is getattr(lm, "lm_head", None)):
+            _select(piece.module, piece.param, piece.dim, index)
+            _refresh_linear(piece.module)
+    base = _llama_base(lm)
+    width = len(index)
+    base.embed_tokens.embedding_dim = width
+    if structure.tied:
+        lm.lm_head.weight = base.embed_tokens.weight
+        _refresh_linear(lm.lm_head)
+    for norm in norms:
+        _unmask_norm(norm)
+    for module in base.modules():
+        if isinstance(getattr(module, "hidden_size", None), int):
+            module.hidden_size = width
+    config = getattr(lm, "config", None)
+    if config is not None and hasattr(config, "hidden_size"):
+        head_dim = base.layers[0].self_attn.head_dim
+        config.head_dim = int(head_dim)  # rotary embeddings keep their size
+        config.hidden_size = width
 
 
 def _compact_llama(structure: Structure, keep: Tensor, model: nn.Module) -> None:
@@ -1121,8 +1263,9 @@ def _ledger(structures: Sequence[Structure]) -> list[_Owned]:
     for i, structure in enumerate(structures):
         for piece in structure.slices:
             tensor = _original(piece.module, piece.param)
-            entry = owned.setdefault(id(tensor), _Owned(tuple(tensor.shape), True, []))
-            entry.macs = entry.macs and piece.macs and tensor.dim() >= 2
+            entry = owned.setdefault(id(tensor), _Owned(tuple(tensor.shape), False, []))
+            # a tied embedding is a lookup for one module and a projection for the other
+            entry.macs = entry.macs or (piece.macs and tensor.dim() >= 2)
             entry.cuts.append((i, piece.dim, piece.unit))
     return list(owned.values())
 

@@ -1,4 +1,5 @@
-"""Pruning the hidden width of a ViT: the residual stream's channels, shared by every block.
+"""Pruning the hidden width of a ViT and a Llama: the residual stream's channels, shared by every
+block.
 
 The properties users depend on: a removed channel is zero all along the stream while masked, the
 masked layer norms compute what the compacted, narrower ones do (fp32, 1e-5 relative), the compacted
@@ -183,24 +184,87 @@ def test_export_reloads_bit_exactly(tmp_path):
     assert back.encoder.ln.normalized_shape == (24,) and back.hidden_dim == 24
 
 
+def llama(**extra):
+    """A 2-block Llama with grouped-query attention (8 query heads over 4 key/value heads)."""
+    from tasks.modules.language import causal_lm
+
+    sizes = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2}
+    return causal_lm(
+        "llama", vocab_size=100, num_attention_heads=8, num_key_value_heads=4, **sizes, **extra
+    )
+
+
+TOKENS = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+def logits(model: nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=TOKENS, use_cache=False).logits
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("units", [{"hidden": 0.25}, {"hidden": 0.5, "heads": 0.5, "neurons": 0.5}])
+def test_a_llama_narrows_its_stream_exactly_and_keeps_its_head_tied(tied, units):
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = randomise(llama(tie_word_embeddings=tied))
+    dense = logits(model)
+    pruner = StructuredPruner(model, **units)
+    pruner.step(0)
+    masked = logits(model)
+    assert not torch.allclose(masked, dense, rtol=1e-3, atol=1e-3)
+    report = pruner.report(tokens=12)
+    slim = pruner.compact({"input_ids": TOKENS, "use_cache": False})
+    torch.testing.assert_close(logits(slim), masked, rtol=1e-5, atol=1e-5)
+    assert sum(p.numel() for p in slim.parameters()) == report["parameters_after"]
+    kept = 64 - round(units["hidden"] * 64)
+    assert slim.config.hidden_size == kept == slim.model.embed_tokens.embedding_dim
+    assert slim.model.norm.weight.shape == (kept,)
+    assert type(slim.model.norm).__name__ == "LlamaRMSNorm"
+    assert slim.lm_head.in_features == kept
+    assert (slim.lm_head.weight is slim.model.embed_tokens.weight) == tied
+    for layer in slim.model.layers:
+        assert layer.self_attn.q_proj.in_features == kept == layer.mlp.down_proj.out_features
+        assert layer.mlp.hidden_size == kept
+
+
+def test_a_narrower_llama_exports_and_reloads_bit_exactly_tied(tmp_path):
+    pytest.importorskip("transformers")
+    from tasks.modules.language import causal_lm
+
+    model = randomise(llama(tie_word_embeddings=True))
+    pruner = StructuredPruner(model, hidden=0.25, heads=0.25, neurons=0.5, method="taylor")
+    pruner.step(0)
+    slim = pruner.compact({"input_ids": TOKENS, "use_cache": False})
+    builder = {
+        "_target_": "tasks.modules.language.causal_lm",
+        "family": "llama",
+        "vocab_size": 100,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "tie_word_embeddings": True,
+    }
+    folder = export_pruned(slim, tmp_path / "export", builder=builder)
+    back = load_pruned(folder, builders={builder["_target_"]: causal_lm}).eval()
+    assert torch.equal(logits(back), logits(slim))
+    assert back.lm_head.weight is back.model.embed_tokens.weight
+    assert sum(p.numel() for p in back.parameters()) == sum(p.numel() for p in slim.parameters())
+
+
 def test_what_cannot_be_done_is_one_line():
     transformers = pytest.importorskip("transformers")
-    llama = transformers.LlamaForCausalLM(
-        transformers.LlamaConfig(
-            vocab_size=50,
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
+    gpt2 = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(vocab_size=50, n_embd=32, n_layer=1, n_head=4, n_positions=16)
     )
     with pytest.raises(
         ValueError,
-        match="hidden: pruning the residual stream's width supports "
-        "torchvision VisionTransformer; got a LlamaForCausalLM",
+        match=r"hidden: pruning the residual stream's width supports torchvision "
+        r"VisionTransformer; Llama-family .* got a GPT2LMHeadModel",
     ):
-        find_structures(llama, ["hidden"])
+        find_structures(gpt2, ["hidden"])
     with pytest.raises(ValueError, match=r"hidden must be in \[0, 1\)"):
         StructuredPruner(randomise(small_vit()), hidden=1.0)
     pruner = StructuredPruner(randomise(small_vit()), hidden=0.5)

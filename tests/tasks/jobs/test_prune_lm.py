@@ -279,3 +279,21 @@ def test_heads_and_neurons_of_the_embedded_llama_are_removed_and_the_export_relo
     with torch.no_grad():
         logits = net(ids).logits
     assert logits.shape == (*ids.shape, 384) and torch.isfinite(logits).all()
+
+
+def test_the_embedded_llamas_hidden_width_narrows_and_the_export_reloads(tmp_path):
+    overrides = ["pruning=magnitude", "pruning.granularity=hidden", "pruning.sparsity=0.25"]
+    finished_run(tmp_path / "run", *prune_lm_fast(tmp_path), *overrides, "task.finetune_steps=4")
+    report = read_json(tmp_path / "run" / "prune_report.json")
+    assert report["finalize"] == "compact"
+    assert [(r["kind"], r["kept_units"]) for r in report["layers"]] == [
+        ("hidden", report["layers"][0]["units"] * 3 // 4)
+    ]
+    kept = report["layers"][0]["kept_units"]
+    net = load_pruned(tmp_path / "run" / "export", builders=trusted(None))
+    assert net.config.hidden_size == kept == net.model.norm.weight.shape[0]
+    assert net.lm_head.in_features == kept
+    assert sum(p.numel() for p in net.parameters()) == report["final"]["params"]
+    (ids,) = load_example_inputs(tmp_path / "run" / "export")
+    with torch.no_grad():
+        assert torch.isfinite(net(ids).logits).all()
