@@ -885,7 +885,7 @@ class StructuredPruner:
             remove, in [0, 1); 0 leaves attention alone.
         neurons: fraction of MLP hidden neurons to remove, in [0, 1); 0 leaves the MLPs alone.
         hidden: fraction of the residual stream's channels to remove, in [0, 1) (a torchvision
-            ``VisionTransformer``); 0 keeps the width.
+            ``VisionTransformer`` or a Llama-family LM); 0 keeps the width.
         params, macs: instead of ``heads`` and ``neurons``, a budget: the fraction of the
             parameters (or of the MACs per sequence of ``tokens``) of every attention and MLP of
             ``kinds`` (heads, neurons) to remove. Units are then ranked together, across blocks and kinds, by
