@@ -51,7 +51,7 @@ from tasks.runtime.cost import count_macs, profile_with
 from tasks.runtime.trainer import job_trainer, step_limits
 from tests.hydra_config import compose_config
 
-SETTINGS = {  # name -> (pruning.granularity, pruning.sparsity)
+SETTINGS = {  # name -> (pruning.granularity, pruning.sparsity[, pruning.budget])
     "25 % of key/value groups": ("heads", 0.25),
     "50 % of key/value groups": ("heads", 0.5),
     "50 % of MLP neurons": ("neurons", 0.5),
@@ -61,6 +61,10 @@ SETTINGS = {  # name -> (pruning.granularity, pruning.sparsity)
         "heads+neurons+hidden",
         0.25,
     ),
+    "a MAC budget: 20 % of the attention and MLP MACs, key/value groups and MLP neurons ranked "
+    "together": ("heads+neurons", 0.2, "macs"),
+    "a MAC budget over every width: 20 % of the MACs the units run through, key/value groups, "
+    "MLP neurons and hidden channels ranked together": ("heads+neurons+hidden", 0.2, "macs"),
 }
 QUICK = (
     "50 % of key/value groups and of MLP neurons",
@@ -228,7 +232,9 @@ def main() -> None:
         "Settings. Ours: `python run.py task=prune_lm pruning=<method> "
         "pruning.granularity=<heads|neurons|hidden, or several joined by +> pruning.sparsity=<s> "
         f"task.finetune_steps={steps}` (per-layer allocation, cubic schedule over the first half, "
-        f"compacted). Torch-Pruning {_tp_version()}: its `prune_llm.py` recipe (MetaPruner, "
+        "compacted; the MAC-budget setting adds `pruning.budget=macs`, so that `s` is the share "
+        f"of the attention and MLP MACs to remove). Torch-Pruning {_tp_version()}: its "
+        "`prune_llm.py` recipe (MetaPruner, "
         "`prune_num_heads=True`, `prune_head_dims=False`, one ratio for the hidden size, MLP and "
         "heads, `GroupMagnitudeImportance(p=2, group_reduction='mean')` (the example's "
         "`GroupNormImportance`), `round_to=4`, `lm_head` "
@@ -242,8 +248,10 @@ def main() -> None:
             "finish building (see the benchmark's docstring; its issue #527).",
         ]
     for setting in settings:
+        granularity, sparsity, *budget = SETTINGS[setting]
         rows = [
-            ours_entry(overrides, *SETTINGS[setting], m, work, score="perplexity") for m in methods
+            ours_entry(overrides, granularity, sparsity, m, work, "perplexity", *budget)
+            for m in methods
         ]
         ratio = None
         if not grouped:

@@ -139,16 +139,25 @@ def dense_finetuned_entry(cfg, dense, datamodule, root) -> dict:
 
 
 def ours_entry(
-    overrides, granularity: str, sparsity: float, method: str, root: Path, score: str = "accuracy"
+    overrides,
+    granularity: str,
+    sparsity: float,
+    method: str,
+    root: Path,
+    score: str = "accuracy",
+    budget: str = "units",
 ) -> dict:
     """``pruning=<method>`` at ``granularity`` and ``sparsity`` through the job itself; ``score``
-    names the report's quality column (``accuracy``, ``perplexity``)."""
+    names the report's quality column (``accuracy``, ``perplexity``); ``budget``: what
+    ``sparsity`` counts (``pruning.budget``: units, params or macs)."""
     started = time.perf_counter()
-    out = root / f"ours-{granularity}-{sparsity}-{method}"
+    suffix = "" if budget == "units" else f"-{budget}"
+    out = root / f"ours-{granularity}-{sparsity}{suffix}-{method}"
     extra = [
         f"pruning={method}",
         f"pruning.granularity={granularity}",
         f"pruning.sparsity={sparsity}",
+        f"pruning.budget={budget}",
     ]
     run(compose_config(out, [*overrides, *extra]))
     report = json.loads((out / "prune_report.json").read_text())

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -886,14 +887,16 @@ class StructuredPruner:
         neurons: fraction of MLP hidden neurons to remove, in [0, 1); 0 leaves the MLPs alone.
         hidden: fraction of the residual stream's channels to remove, in [0, 1) (a torchvision
             ``VisionTransformer`` or a Llama-family LM); 0 keeps the width.
-        params, macs: instead of ``heads`` and ``neurons``, a budget: the fraction of the
-            parameters (or of the MACs per sequence of ``tokens``) of every attention and MLP of
-            ``kinds`` (heads, neurons) to remove. Units are then ranked together, across blocks and kinds, by
-            importance per cost, each relative to its structure's mean, and the lowest go until
-            the fraction is reached (overshooting by less than one unit); every structure keeps
-            at least one unit.
+        params, macs: instead of fractions, a budget: the fraction of the parameters (or of the
+            MACs per sequence of ``tokens``) of every attention and MLP of ``kinds`` (and, with
+            ``hidden`` among them, of every tensor the residual stream's channels run through) to
+            remove. Units are then ranked together, across blocks and kinds, by importance per
+            cost, each relative to its structure's mean, and the lowest go until the fraction is
+            reached (overshooting by less than one unit; with the hidden width, whose channels'
+            costs overlap every other unit's, the exact count of what the kept shapes cost
+            decides); every structure keeps at least one unit.
         kinds: the units a ``params`` or ``macs`` budget takes from (default heads and neurons;
-            the hidden width takes a fraction: its channels' costs overlap every other unit's).
+            any of heads, neurons and hidden).
         tokens: sequence length of the ``macs`` budget (a ViT's patches plus its class token).
         schedule: its shape: at step ``t`` each kind is at ``schedule(t) / schedule.target`` of
             its fraction (:meth:`step` and :meth:`set_sparsity` take and return the schedule's
@@ -951,14 +954,10 @@ class StructuredPruner:
             raise ValueError(f"tokens must be an int >= 1, got {tokens!r}")
         self.tokens = tokens
         if self.budget is not None:
-            budgeted = ("heads", "neurons")
-            if isinstance(kinds, str) or not kinds or any(k not in budgeted for k in kinds):
-                hint = ""
-                if not isinstance(kinds, str) and "hidden" in kinds:
-                    hint = " (the hidden width takes a fraction, hidden=...)"
+            if isinstance(kinds, str) or not kinds or any(k not in KINDS for k in kinds):
                 raise ValueError(
-                    f"kinds: a {self.budget[0]} budget takes some of {', '.join(budgeted)}, got "
-                    f"{kinds!r}{hint}"
+                    f"kinds: a {self.budget[0]} budget takes some of {', '.join(KINDS)}, got "
+                    f"{kinds!r}"
                 )
             kinds = list(dict.fromkeys(kinds))
         else:
@@ -987,6 +986,7 @@ class StructuredPruner:
         self.structures = find_structures(model, kinds, exclude=exclude)
         self.dense_parameters = sum(p.numel() for p in model.parameters())
         self._ledger = _ledger(self.structures)  # the shapes before compaction changes them
+        self._owned_parameters = sum(math.prod(entry.shape) for entry in self._ledger)
         for kind in kinds:
             if not any(s.kind == kind for s in self.structures):
                 asked = f"{self.budget[0]}={self.budget[1]:g} of" if self.budget else f"{kind}="
@@ -1120,20 +1120,55 @@ class StructuredPruner:
             owners.append(torch.full((len(cost),), i))
         order = torch.argsort(torch.cat(ratios), stable=True)
         owner, unit = torch.cat(owners), torch.cat([torch.arange(len(c)) for c in costs])
-        keeps = [torch.ones(len(c), dtype=torch.bool) for c in costs]
+        # the order units go in, every structure keeping its last one
         left = [len(c) for c in costs]
-        goal, removed = fraction * float(torch.cat(costs).sum()), 0.0
+        sequence: list[tuple[int, int]] = []
         for index in order.tolist():
-            if removed >= goal:
-                break
             i, j = int(owner[index]), int(unit[index])
-            if left[i] == 1:  # every structure keeps a unit
-                continue
+            if left[i] > 1:
+                sequence.append((i, j))
+                left[i] -= 1
+        if any(s.kind == "hidden" for s in self.structures):
+            count = self._exact_count(sequence, fraction)
+        else:  # the units own disjoint tensors: their costs add up
+            goal, removed, count = fraction * float(torch.cat(costs).sum()), 0.0, 0
+            while count < len(sequence) and removed < goal:
+                i, j = sequence[count]
+                removed += float(costs[i][j])
+                count += 1
+        keeps = [torch.ones(len(c), dtype=torch.bool) for c in costs]
+        for i, j in sequence[:count]:
             keeps[i][j] = False
-            left[i] -= 1
-            removed += float(costs[i][j])
         for source, keep in zip(self.sources, keeps):
             source.keep.copy_(keep.to(source.keep.device))
+
+    def _exact_count(self, sequence: Sequence[tuple[int, int]], fraction: float) -> int:
+        """The fewest first units of ``sequence`` whose removal takes ``fraction`` of the owned
+        tensors' cost, counted on the shapes they leave (a hidden channel and a neuron share the
+        entries where they cross); the cost only falls as units go, so a bisection finds it."""
+        kind = self.budget[0] if self.budget else "params"
+
+        def removed_share(count: int) -> float:
+            keeps = [torch.ones(s.size, dtype=torch.bool) for s in self.structures]
+            for i, j in sequence[:count]:
+                keeps[i][j] = False
+            params, before, after = _removed_and_macs(
+                self.structures, self._ledger, keeps, self.tokens
+            )
+            if kind == "macs":
+                return (before - after) / max(before, 1e-12)
+            return params / max(self._owned_parameters, 1)
+
+        low, high = 0, len(sequence)
+        if removed_share(high) < fraction:
+            return high
+        while low < high:
+            middle = (low + high) // 2
+            if removed_share(middle) >= fraction:
+                high = middle
+            else:
+                low = middle + 1
+        return low
 
     def penalty(self) -> Tensor:
         """The estimator's penalty times ``penalty`` (0 for penalty-free estimators)."""

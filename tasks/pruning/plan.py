@@ -208,17 +208,11 @@ class PruningPlan:
             )
         if self.round_to != 1:
             raise ValueError(f"pruning.round_to: {units} removes whole units; leave it at 1")
-        if "hidden" in self.granularity.kinds:
-            if self.budget != "units":
-                raise ValueError(
-                    f"pruning.budget: {units} takes a fraction of the hidden width (budget=units); "
-                    f"a {self.budget} budget ranks heads and neurons only, got {self.budget!r}"
-                )
-            if self.finalize == "bake":
-                raise ValueError(
-                    f"pruning.finalize: {units} narrows the layer norms, which only compaction can "
-                    "express; use compact or auto"
-                )
+        if "hidden" in self.granularity.kinds and self.finalize == "bake":
+            raise ValueError(
+                f"pruning.finalize: {units} narrows the layer norms, which only compaction can "
+                "express; use compact or auto"
+            )
 
     def structured_options(self) -> dict[str, Any]:
         """The :class:`~masking.pruning.StructuredPruner` arguments, without the schedule."""

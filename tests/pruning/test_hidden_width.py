@@ -254,6 +254,49 @@ def test_a_narrower_llama_exports_and_reloads_bit_exactly_tied(tmp_path):
     assert sum(p.numel() for p in back.parameters()) == sum(p.numel() for p in slim.parameters())
 
 
+@pytest.mark.parametrize("budget", ["macs", "params"])
+@pytest.mark.parametrize("model", ["vit", "llama"])
+def test_a_budget_over_every_width_is_met_exactly_within_one_unit(model, budget):
+    """A channel's cost overlaps every head's and neuron's: the budget is counted on the shapes
+    the kept units leave, and the compacted model is what the report predicts."""
+    if model == "llama":
+        pytest.importorskip("transformers")
+        net, example, tokens = randomise(llama()), {"input_ids": TOKENS, "use_cache": False}, 12
+    else:
+        net, example, tokens = randomise(small_vit()), (IMAGES,), 17
+    kinds = ["heads", "neurons", "hidden"]
+    pruner = StructuredPruner(net, **{budget: 0.4}, kinds=kinds, tokens=tokens)
+    pruner.step(0)
+    report = pruner.report(tokens=tokens)
+    if budget == "macs":
+        before, after = report["structure_macs_before"], report["structure_macs_after"]
+        share = 1 - after / before
+        # one more unit kept would cost at most the costliest unit's first-order cost
+        largest = float(torch.cat(pruner._costs).max()) / before
+    else:
+        share = (report["parameters_before"] - report["parameters_after"]) / (
+            pruner._owned_parameters
+        )
+        largest = float(torch.cat(pruner._costs).max()) / pruner._owned_parameters
+    assert 0.4 <= share < 0.4 + largest
+    cut = {row["kind"] for row in report["structures"] if row["kept"] < row["units"]}
+    assert "hidden" in cut and len(cut) >= 2  # ranked together, not the stream alone
+    assert all(row["kept"] >= 1 for row in report["structures"])
+    reference = run(net) if model == "vit" else logits(net)
+    slim = pruner.compact(example)
+    out = run(slim) if model == "vit" else logits(slim)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    assert sum(p.numel() for p in slim.parameters()) == report["parameters_after"]
+
+
+def test_a_plan_takes_a_macs_budget_over_the_hidden_width():
+    plan = PruningPlan(
+        method="magnitude", granularity="heads+neurons+hidden", budget="macs", sparsity=0.3
+    )
+    options = plan.structured_options()
+    assert options["macs"] == 0.3 and list(options["kinds"]) == ["heads", "neurons", "hidden"]
+
+
 def test_what_cannot_be_done_is_one_line():
     transformers = pytest.importorskip("transformers")
     gpt2 = transformers.GPT2LMHeadModel(
@@ -281,10 +324,6 @@ def test_what_cannot_be_done_is_one_line():
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (
-            {"budget": "macs"},
-            "pruning.budget: pruning.granularity=neurons\\+hidden takes a fraction",
-        ),
         ({"finalize": "bake"}, "pruning.finalize: pruning.granularity=neurons\\+hidden narrows"),
     ],
 )
