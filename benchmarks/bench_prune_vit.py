@@ -45,13 +45,20 @@ from tasks.pruning import pruning_plan
 from tasks.runtime.cost import count_macs
 from tests.hydra_config import compose_config
 
-SETTINGS = {  # name -> (pruning.granularity, pruning.sparsity)
+SETTINGS = {  # name -> (pruning.granularity, pruning.sparsity[, pruning.budget])
     "25 % of heads": ("heads", 0.25),
     "50 % of heads": ("heads", 0.5),
     "50 % of MLP neurons": ("neurons", 0.5),
     "50 % of heads and of MLP neurons": ("heads+neurons", 0.5),
     "25 % of the hidden width": ("hidden", 0.25),
     "25 % of heads, of MLP neurons and of the hidden width": ("heads+neurons+hidden", 0.25),
+    "a MAC budget: 50 % of the attention and MLP MACs, heads and MLP neurons ranked together": (
+        "heads+neurons",
+        0.5,
+        "macs",
+    ),
+    "a MAC budget over every width: 30 % of the MACs the units run through, heads, MLP neurons "
+    "and hidden channels ranked together": ("heads+neurons+hidden", 0.3, "macs"),
 }
 QUICK = (
     "50 % of heads and of MLP neurons",
@@ -247,7 +254,9 @@ def main() -> None:
         "Settings. Ours: `python run.py experiment=prune_vit pruning=<method> "
         "pruning.granularity=<heads|neurons|hidden, or several joined by +> "
         "pruning.sparsity=<s>` (the same fraction of each; per-layer "
-        "allocation, cubic schedule over the first half of the fine-tuning, compacted). "
+        "allocation, cubic schedule over the first half of the fine-tuning, compacted; the "
+        "MAC-budget settings add `pruning.budget=macs`, so that `s` is the share of the MACs to "
+        "remove). "
         "Torch-Pruning "
         f"{_tp_version()}: MetaPruner, one ratio for every width including the residual "
         "stream (it cannot remove whole heads of `nn.MultiheadAttention`), `round_to` the head "
@@ -265,7 +274,11 @@ def main() -> None:
     ]
     results["dense, fine-tuned"] = {"rows": [reference]}
     for setting in settings:
-        rows = [ours_entry(overrides, *SETTINGS[setting], m, work) for m in methods]
+        granularity, sparsity, *budget = SETTINGS[setting]
+        rows = [
+            ours_entry(overrides, granularity, sparsity, m, work, "accuracy", *budget)
+            for m in methods
+        ]
         target_macs = rows[0]["final"]["macs"]
         ratio, _ = _tp_ratio(dense, example, target_macs)
         rows += [
