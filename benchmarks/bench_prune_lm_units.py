@@ -232,7 +232,7 @@ def main() -> None:
         "Settings. Ours: `python run.py task=prune_lm pruning=<method> "
         "pruning.granularity=<heads|neurons|hidden, or several joined by +> pruning.sparsity=<s> "
         f"task.finetune_steps={steps}` (per-layer allocation, cubic schedule over the first half, "
-        "compacted; the MAC-budget setting adds `pruning.budget=macs`, so that `s` is the share "
+        "compacted; the MAC-budget settings add `pruning.budget=macs`, so that `s` is the share "
         f"of the attention and MLP MACs to remove). Torch-Pruning {_tp_version()}: its "
         "`prune_llm.py` recipe (MetaPruner, "
         "`prune_num_heads=True`, `prune_head_dims=False`, one ratio for the hidden size, MLP and "

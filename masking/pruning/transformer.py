@@ -1129,7 +1129,7 @@ class StructuredPruner:
                 sequence.append((i, j))
                 left[i] -= 1
         if any(s.kind == "hidden" for s in self.structures):
-            count = self._exact_count(sequence, fraction)
+            count = self._exact_count(sequence, fraction, self.budget[0])
         else:  # the units own disjoint tensors: their costs add up
             goal, removed, count = fraction * float(torch.cat(costs).sum()), 0.0, 0
             while count < len(sequence) and removed < goal:
@@ -1142,11 +1142,11 @@ class StructuredPruner:
         for source, keep in zip(self.sources, keeps):
             source.keep.copy_(keep.to(source.keep.device))
 
-    def _exact_count(self, sequence: Sequence[tuple[int, int]], fraction: float) -> int:
+    def _exact_count(self, sequence: Sequence[tuple[int, int]], fraction: float, kind: str) -> int:
         """The fewest first units of ``sequence`` whose removal takes ``fraction`` of the owned
-        tensors' cost, counted on the shapes they leave (a hidden channel and a neuron share the
-        entries where they cross); the cost only falls as units go, so a bisection finds it."""
-        kind = self.budget[0] if self.budget else "params"
+        tensors' ``kind`` (``params`` or ``macs``), counted on the shapes they leave (a hidden
+        channel and a neuron share the entries where they cross); the cost only falls as units
+        go, so a bisection finds it."""
 
         def removed_share(count: int) -> float:
             keeps = [torch.ones(s.size, dtype=torch.bool) for s in self.structures]
