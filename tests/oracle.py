@@ -87,3 +87,40 @@ def assert_same_function(out: Tensor, expected: Tensor, leaves) -> None:
     want = torch.autograd.grad(expected.square().sum(), leaves)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
+
+
+def ring_fill_loop(image: Tensor, mask: Tensor, radius: int = 3) -> Tensor:
+    """Telea's (2004) fill without its gradient term, pixel by pixel in float64: each hole pixel's
+    ring is its chessboard distance to the nearest known pixel; rings are filled in order, a pixel
+    taking the mean of the pixels within ``radius`` (its 8 neighbours at least) of a smaller ring,
+    weighted by ``|cos θ| / d² / (1 + Δring)`` with ``θ`` between the offset and the ring map's
+    central-difference gradient at the pixel (edges replicated). ``image`` ``(C, H, W)``, ``mask``
+    ``(H, W)``, 1 = known."""
+    c, h, w = image.shape
+    known = [(y, x) for y in range(h) for x in range(w) if mask[y, x] > 0.5]
+    ring = torch.zeros(h, w, dtype=torch.float64)
+    for y in range(h):
+        for x in range(w):
+            if mask[y, x] <= 0.5:
+                ring[y, x] = min(max(abs(y - qy), abs(x - qx)) for qy, qx in known)
+    out = image.double().clone()
+    out[:, mask <= 0.5] = 0
+    reach = max(radius * radius, 2)
+    holes = sorted((float(ring[y, x]), y, x) for y in range(h) for x in range(w) if ring[y, x])
+    for t, y, x in holes:
+        gy = (ring[min(y + 1, h - 1), x] - ring[max(y - 1, 0), x]) / 2
+        gx = (ring[y, min(x + 1, w - 1)] - ring[y, max(x - 1, 0)]) / 2
+        norm = max(float((gy**2 + gx**2) ** 0.5), 1e-6)
+        total, weights = torch.zeros(c, dtype=torch.float64), 0.0
+        for dy in range(-radius - 1, radius + 2):
+            for dx in range(-radius - 1, radius + 2):
+                qy, qx = y + dy, x + dx
+                d2 = dy * dy + dx * dx
+                if not (0 < d2 <= reach and 0 <= qy < h and 0 <= qx < w and ring[qy, qx] < t):
+                    continue
+                cos = max(abs(float(gy) * dy + float(gx) * dx) / (d2**0.5 * norm), 1e-3)
+                weight = cos / d2 / (1 + t - float(ring[qy, qx]))
+                total += weight * out[:, qy, qx]
+                weights += weight
+        out[:, y, x] = total / weights
+    return out

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import check_int
-from ..functional import mask_product
+from ..functional import fill_holes, mask_product
 from ..layers import CONV_LAYERS, PartialConv2d, create_conv2d
 from ..layers.create_conv import ConvLayer
 from ._checks import check_image_and_mask
@@ -78,6 +78,7 @@ class PConvUNet(nn.Module):
         batch_norm: bool = True,
         mask_as_input: bool | None = None,
         multi_channel_decoder: bool = True,
+        prefill: bool = False,
     ) -> None:
         super().__init__()
         for name, value, minimum in (
@@ -100,6 +101,11 @@ class PConvUNet(nn.Module):
         if not isinstance(multi_channel_decoder, bool):
             raise ValueError(f"multi_channel_decoder must be a bool, got {multi_channel_decoder!r}")
         self.multi_channel_decoder = partial and multi_channel_decoder
+        if not isinstance(prefill, bool):
+            raise ValueError(f"prefill must be a bool, got {prefill!r}")
+        self.prefill = prefill
+        if prefill:  # the network sees the whole filled image and where the holes were
+            self.mask_as_input = True
         decoder_layer = (
             functools.partial(layer_cls, multi_channel=True)
             if self.multi_channel_decoder
@@ -134,6 +140,9 @@ class PConvUNet(nn.Module):
             norm = nn.BatchNorm2d(width) if batch_norm and not last else nn.Identity()
             act = nn.Identity() if last else nn.LeakyReLU(0.2)
             self.decoder.append(_Stage(conv, norm, act))
+        if prefill:  # the output starts as the fill itself; training learns the correction
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
 
     @property
     def size_multiple(self) -> int:
@@ -150,8 +159,26 @@ class PConvUNet(nn.Module):
         mask = mask.to(image.dtype)
         # whatever the holes hold, NaN included (NaN · 0 is NaN), the network never sees it
         x = mask_product(image.masked_fill(mask == 0, 0), mask)
+        if self.prefill:
+            return self.refine(fill_holes(x, mask), mask)
         if self.mask_as_input:
             x = torch.cat([x, mask], 1)
+        return self._unet(x, mask)
+
+    def refine(self, filled: Tensor, mask: Tensor) -> Tensor:
+        """The output of a ``prefill`` network for an image whose holes ``filled`` already holds
+        :func:`~masking.functional.fill_holes`'s fill: that fill plus the network's correction.
+        ``forward`` is ``refine(fill_holes(image, mask), mask)``; an export (ONNX, which cannot
+        express the fill's data-dependent rings) takes this part alone."""
+        if not self.prefill:
+            raise ValueError("refine is the second half of a prefill network; this one has none")
+        check_image_and_mask(filled, mask, multiple=2**self.depth, hint=" (2 ** depth)")
+        mask = mask.to(filled.dtype)
+        # every pixel is known from here on: the mask is an input channel
+        x = torch.cat([filled, mask], 1)
+        return filled + self._unet(x, torch.ones_like(mask))
+
+    def _unet(self, x: Tensor, mask: Tensor) -> Tensor:
         skips = [(x, mask)]
         for stage in self.encoder:
             x, mask = stage(x, mask)
@@ -176,7 +203,10 @@ class PConvUNet(nn.Module):
         return x
 
     def extra_repr(self) -> str:
-        return f"layer={self.layer_name!r}, depth={self.depth}, mask_as_input={self.mask_as_input}"
+        return (
+            f"layer={self.layer_name!r}, depth={self.depth}, mask_as_input={self.mask_as_input}, "
+            f"prefill={self.prefill}"
+        )
 
 
 class _Stage(nn.Module):

@@ -21,6 +21,7 @@ from ..runtime.cost import measure_latency
 from ..runtime.exporting import (
     FORMATS,
     export_checked,
+    exportable,
     onnx_session,
     ort_version,
     session_latency,
@@ -81,6 +82,13 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
             f"output {str(out)!r} exists: choose another name (overwrite=true replaces it)"
         )
     net, inputs, kind = load_for_export(cfg.ckpt_path, trusted(cfg.trusted_builders))
+    net, inputs, prepare = exportable(net, inputs)
+    if prepare is not None:
+        kind += " (its refining part: the input 'filled' is the image filled by fill_holes)"
+        log.info(
+            "the network refines masking.functional.fill_holes' fill, which ONNX cannot express; "
+            "the export takes the filled image: filled = fill_holes(image, mask)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     signature = signature_for(net, inputs)
     log.info("exporting the %s of %s as %s", kind, cfg.ckpt_path, fmt)

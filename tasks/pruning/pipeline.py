@@ -16,13 +16,13 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from masking.pruning import Pruner
 
 from ..runtime.cost import profile_with
-from ..runtime.exporting import onnx_latency_pair, signature_for
+from ..runtime.exporting import exportable, onnx_latency_pair, signature_for
 from ..runtime.processes import other_ranks_stop_here
 from ..runtime.trainer import logged_trainer
 from .plan import PruningPlan
@@ -318,12 +318,20 @@ def _onnx_latency(latency: Any, dense: nn.Module, final: nn.Module, target: Prun
     "final": ..., "speedup": ...}``; or ``{"error": why}`` when either does not export (logged; the
     pruned model and the rest of the report are kept)."""
     try:
-        signature = signature_for(dense, target.check_inputs)
+        dense_part, inputs, prepare = exportable(dense, target.check_inputs)
+        final_part, _, _ = exportable(final, target.check_inputs)
+        make_input = target.make_input
+        if prepare is not None:  # a network that refines a classical fill: its refining part
+
+            def make_input(batch: int) -> tuple[Tensor, ...]:
+                return prepare(*target.make_input(batch))
+
+        signature = signature_for(dense_part, inputs)
         times = onnx_latency_pair(
-            dense,
-            final,
+            dense_part,
+            final_part,
             signature,
-            target.make_input,
+            make_input,
             batches=list(latency.batches),
             repeats=latency.repeats,
             warmup=latency.warmup,

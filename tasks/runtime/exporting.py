@@ -4,7 +4,9 @@ The network is traced with its masking ops rewritten into plain ops (``masking.p
 file is written under a temporary name, run in its own runtime (onnxruntime on CPU, or the reloaded
 program) on real inputs of several batch and image sizes, compared with PyTorch at the tolerance of
 the dtype, and renamed into place only when every comparison holds. ``onnx_latency_pair`` measures
-the dense and pruned ONNX models side by side, for the pruning report.
+the dense and pruned ONNX models side by side, for the pruning report. An inpainting network that
+refines a classical fill (``PConvUNet(prefill=True)``) exports its refining part, whose image input
+holds the fill (:func:`exportable`).
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from masking.functional import fill_holes
 from masking.programs import Dim, export_program
 
 __all__ = [
     "FORMATS",
     "Signature",
     "export_checked",
+    "exportable",
     "onnx_latency_pair",
     "onnx_session",
     "ort_version",
@@ -71,6 +75,42 @@ class Signature:
     dtype: torch.dtype = field(default=torch.float32)
 
 
+class Refiner(nn.Module):
+    """The exportable part of a network that refines a classical fill: ``(filled, mask) ->
+    output``, where ``filled`` is the image with its holes filled by
+    :func:`masking.functional.fill_holes` (its rings depend on the mask's values, which neither
+    ONNX nor ``torch.export`` can trace at any image size)."""
+
+    input_names = ("filled", "mask")
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    @property
+    def size_multiple(self) -> int:
+        return int(getattr(self.net, "size_multiple", 1))
+
+    def forward(self, filled: Tensor, mask: Tensor) -> Tensor:
+        return self.net.refine(filled, mask)
+
+
+def exportable(
+    model: nn.Module, inputs: Sequence[Tensor]
+) -> tuple[nn.Module, tuple[Tensor, ...], Callable[..., tuple[Tensor, ...]] | None]:
+    """What to export of ``model`` and the inputs to check it on: ``model`` and ``inputs`` as they
+    are, or for a network that refines a classical fill (``prefill``) its :class:`Refiner` and
+    ``(fill_holes(image, mask), mask)``. The third item turns the model's own inputs into the
+    export's (``None`` when they are the same)."""
+    if not getattr(model, "prefill", False):
+        return model, tuple(inputs), None
+
+    def prepare(image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        return fill_holes(image, mask), mask
+
+    return Refiner(model), prepare(*inputs), prepare
+
+
 def ort_version() -> str:
     return ort.__version__
 
@@ -106,6 +146,8 @@ def signature_for(model: nn.Module, inputs: Tensor | Sequence[Tensor]) -> Signat
     inpainting = len(inputs) == 2 and inputs[1].dim() == 4 and inputs[1].shape[1] == 1
     names = ["image", "mask"] if inpainting else [f"input_{i}" for i in range(len(inputs))]
     names = names if len(inputs) > 1 else ["input"]
+    own = list(getattr(model, "input_names", ()))
+    names = own if len(own) == len(inputs) else names
     multiple = int(getattr(model, "size_multiple", 1))
     h, w = inputs[0].shape[2:]
     batch = Dim("batch", min=1, max=1024)

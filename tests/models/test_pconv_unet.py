@@ -3,6 +3,7 @@ import re
 import pytest
 import torch
 
+from masking.functional import fill_holes
 from masking.models import PConvUNet
 from tests.compiled import assert_compiles_like_eager
 from tests.oracle import blob_mask
@@ -76,6 +77,33 @@ def test_paper_configuration_size():
     assert [s.conv.kernel_size[0] for s in net.encoder][:4] == [7, 5, 5, 3]
 
 
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_prefill_network_starts_as_the_fill_and_learns_a_correction(layer):
+    net = small(layer, prefill=True)
+    image, mask = torch.rand(2, 3, 32, 32), blob_mask(2, 32, 0.4)
+    fill = fill_holes(image, mask)
+    torch.testing.assert_close(net(image, mask), fill)  # the last layer starts at zero
+    poisoned = image.masked_fill(mask == 0, float("nan"))
+    torch.testing.assert_close(net(poisoned, mask), fill)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(3):  # after the first step every layer takes part
+        optimizer.zero_grad()
+        loss = (net(image, mask) - image).abs().mean()
+        loss.backward()
+        optimizer.step()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.any()]
+    assert missing == []
+    assert not torch.allclose(net(image, mask), fill)
+    # forward is the fill and then the exportable refining part
+    torch.testing.assert_close(net.refine(fill, mask), net(image, mask))
+    assert net.mask_as_input and net.encoder[0].conv.in_channels == 4
+
+
+def test_refine_belongs_to_prefill_networks():
+    with pytest.raises(ValueError, match="refine is the second half of a prefill network"):
+        small("partial").refine(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32))
+
+
 @pytest.mark.parametrize(
     ("call", "text"),
     [
@@ -90,6 +118,7 @@ def test_paper_configuration_size():
         (lambda: PConvUNet("partal"), "layer must be one of"),
         (lambda: PConvUNet(encoder_kernels=(7, 4)), "encoder_kernels must be odd positive ints"),
         (lambda: PConvUNet(depth=0), "depth must be an int >= 1, got 0"),
+        (lambda: PConvUNet(prefill="yes"), "prefill must be a bool, got 'yes'"),
     ],
 )
 def test_bad_arguments(call, text):

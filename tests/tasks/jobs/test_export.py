@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from masking.functional import fill_holes
+from masking.models import PConvUNet
 from masking.pruning import load_example_inputs, load_pruned
 from tasks import run
+from tasks.jobs.export import inpainting_inputs
 from tasks.runtime.exporting import onnx_session
 from tests.helpers.jobs import prune_fast, prune_inpaint_fast, read_json
-from tests.helpers.models import inpaint_checkpoint
+from tests.helpers.models import SMALL_UNET, inpaint_checkpoint
 from tests.hydra_config import compose_config, error_line, run_cli
 
 
@@ -104,6 +107,31 @@ def test_an_inpainting_checkpoint_exports_and_an_existing_file_is_kept(tmp_path,
     assert out.read_bytes() == before
     result = run_cli(*common, "overwrite=true", f"hydra.run.dir={tmp_path / 'c'}")
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_network_that_refines_a_fill_exports_its_refining_part(tmp_path):
+    # the default inpainting network fills holes ring by ring (no ONNX form at every size) and
+    # refines the fill: the file takes the filled image, and with the fill gives forward's output
+    spec = {**SMALL_UNET, "prefill": True}
+    net = PConvUNet(**{k: v for k, v in spec.items() if k != "_target_"})
+    with torch.no_grad():  # a trained refiner's last layer is not zero: let the check see it
+        net.decoder[-1].conv.weight.normal_(0, 0.1)
+    ckpt = tmp_path / "prefill.ckpt"
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"net_spec": spec, "state_dict": state}, ckpt)
+    out = tmp_path / "refiner.onnx"
+    run(compose_config(tmp_path / "run", ["task=export", f"ckpt_path={ckpt}", f"output={out}"]))
+    record = read_json(tmp_path / "run" / "export.json")
+    assert record["kind"].startswith("inpainting network (its refining part")
+    session = onnx_session(out)
+    assert [i.name for i in session.get_inputs()] == ["filled", "mask"]
+    images, masks = inpainting_inputs(batch=2, size=64)
+    filled = fill_holes(images, masks)
+    got = session.run(None, {"filled": filled.numpy(), "mask": masks.numpy()})[0]
+    with torch.no_grad():
+        want = net.eval()(images, masks)
+    assert not torch.allclose(want, filled, atol=1e-3)  # the correction is there to compare
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5 * want.abs().max().item())
 
 
 @pytest.mark.parametrize(
