@@ -96,14 +96,14 @@ class Refiner(nn.Module):
 
 
 def exportable(
-    model: nn.Module, inputs: Sequence[Tensor]
-) -> tuple[nn.Module, tuple[Tensor, ...], Callable[..., tuple[Tensor, ...]] | None]:
+    model: nn.Module, inputs: Tensor | Sequence[Tensor]
+) -> tuple[nn.Module, Tensor | Sequence[Tensor], Callable[..., tuple[Tensor, ...]] | None]:
     """What to export of ``model`` and the inputs to check it on: ``model`` and ``inputs`` as they
     are, or for a network that refines a classical fill (``prefill``) its :class:`Refiner` and
     ``(fill_holes(image, mask), mask)``. The third item turns the model's own inputs into the
     export's (``None`` when they are the same)."""
     if not getattr(model, "prefill", False):
-        return model, tuple(inputs), None
+        return model, inputs, None
 
     def prepare(image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         return fill_holes(image, mask), mask
