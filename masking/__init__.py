@@ -6,6 +6,7 @@ Convention everywhere: ``mask`` 1 = valid / keep, 0 = hole / drop.
 from .checks import set_value_checks
 from .functional import (
     PackedMask,
+    fill_holes,
     gated_conv2d,
     mask_product,
     masked_conv2d,
@@ -25,6 +26,7 @@ __all__ = [
     "PartialConv2d",
     "VanillaConv2d",
     "create_conv2d",
+    "fill_holes",
     "gated_conv2d",
     "mask_product",
     "masked_conv2d",
