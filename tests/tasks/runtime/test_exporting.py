@@ -20,7 +20,9 @@ from masking.programs import export_program
 from masking.pruning import Pruner, SparseLinear, channel_groups, compact
 from tasks.jobs.export import inpainting_inputs
 from tasks.runtime.exporting import (
+    Refiner,
     export_checked,
+    exportable,
     onnx_latency_pair,
     onnx_session,
     signature_for,
@@ -72,8 +74,12 @@ def default_unet():
 
 
 def test_the_default_unet_exports_as_plain_onnx_and_matches_pytorch(default_unet, tmp_path):
-    signature = signature_for(default_unet, inpainting_inputs())
-    result = export_checked(default_unet, signature, tmp_path / "unet.onnx")
+    # the default U-Net refines fill_holes' fill: its refining part is what exports
+    model, inputs, prepare = exportable(default_unet, inpainting_inputs())
+    assert prepare is not None and isinstance(model, Refiner)
+    signature = signature_for(model, inputs)
+    assert signature.input_names == ["filled", "mask"]
+    result = export_checked(model, signature, tmp_path / "unet.onnx")
     assert [c["shapes"][0] for c in result["checks"]] == [[1, 3, 256, 256], [2, 3, 320, 320]]
     import onnx
 
@@ -83,9 +89,9 @@ def test_the_default_unet_exports_as_plain_onnx_and_matches_pytorch(default_unet
     def make(batch, size):
         images, masks = inpainting_inputs(batch=2, size=size)
         index = torch.arange(batch) % 2
-        return images[index], masks[index]
+        return prepare(images[index], masks[index])
 
-    run_everywhere(default_unet, tmp_path / "unet.onnx", (192, 256), (1, 3), make)
+    run_everywhere(model, tmp_path / "unet.onnx", (192, 256), (1, 3), make)
 
 
 def compacted_resnet() -> nn.Module:
