@@ -160,7 +160,7 @@ class PConvUNet(nn.Module):
         # whatever the holes hold, NaN included (NaN · 0 is NaN), the network never sees it
         x = mask_product(image.masked_fill(mask == 0, 0), mask)
         if self.prefill:
-            return self.refine(fill_holes(x, mask), mask)
+            return self._refine(fill_holes(x, mask), mask)
         if self.mask_as_input:
             x = torch.cat([x, mask], 1)
         return self._unet(x, mask)
@@ -173,7 +173,9 @@ class PConvUNet(nn.Module):
         if not self.prefill:
             raise ValueError("refine is the second half of a prefill network; this one has none")
         check_image_and_mask(filled, mask, multiple=2**self.depth, hint=" (2 ** depth)")
-        mask = mask.to(filled.dtype)
+        return self._refine(filled, mask.to(filled.dtype))
+
+    def _refine(self, filled: Tensor, mask: Tensor) -> Tensor:
         # every pixel is known from here on: the mask is an input channel
         x = torch.cat([filled, mask], 1)
         return filled + self._unet(x, torch.ones_like(mask))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from masking.pruning import Pruner
 
 from ..runtime.cost import profile_with
-from ..runtime.exporting import exportable, onnx_latency_pair, signature_for
+from ..runtime.exporting import exportable, exported_part, onnx_latency_pair, signature_for
 from ..runtime.processes import other_ranks_stop_here
 from ..runtime.trainer import logged_trainer
 from .plan import PruningPlan
@@ -319,7 +319,7 @@ def _onnx_latency(latency: Any, dense: nn.Module, final: nn.Module, target: Prun
     pruned model and the rest of the report are kept)."""
     try:
         dense_part, inputs, prepare = exportable(dense, target.check_inputs)
-        final_part, _, _ = exportable(final, target.check_inputs)
+        final_part = exported_part(final)
         make_input = target.make_input
         if prepare is not None:  # a network that refines a classical fill: its refining part
 

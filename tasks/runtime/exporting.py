@@ -36,6 +36,7 @@ __all__ = [
     "Signature",
     "export_checked",
     "exportable",
+    "exported_part",
     "onnx_latency_pair",
     "onnx_session",
     "ort_version",
@@ -102,13 +103,20 @@ def exportable(
     are, or for a network that refines a classical fill (``prefill``) its :class:`Refiner` and
     ``(fill_holes(image, mask), mask)``. The third item turns the model's own inputs into the
     export's (``None`` when they are the same)."""
-    if not getattr(model, "prefill", False):
+    part = exported_part(model)
+    if part is model:
         return model, inputs, None
 
     def prepare(image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         return fill_holes(image, mask), mask
 
-    return Refiner(model), prepare(*inputs), prepare
+    return part, prepare(*inputs), prepare
+
+
+def exported_part(model: nn.Module) -> nn.Module:
+    """The part of ``model`` that an export holds: its :class:`Refiner` for a network that refines
+    a classical fill (``prefill``), else ``model`` itself."""
+    return Refiner(model) if getattr(model, "prefill", False) else model
 
 
 def ort_version() -> str:
