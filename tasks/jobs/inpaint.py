@@ -31,9 +31,8 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         filename="best-{epoch:03d}",
         monitor="val/hole_l1",
         mode="min",
-        save_last=True,
     )
-    trainer = logged_trainer(cfg, output_dir, checkpoints)
+    trainer = logged_trainer(cfg, output_dir, checkpoints, last_checkpoint(output_dir))
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = final_metrics(trainer.callback_metrics)
     if module.validated_step != trainer.global_step and trainer.limit_val_batches != 0:
@@ -51,3 +50,17 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         output_dir / "metrics.json",
     )
     return metrics
+
+
+def last_checkpoint(output_dir: Path) -> ModelCheckpoint:
+    """``checkpoints/last.ckpt``: the state at the end of every training epoch, for resuming and
+    for the final model. (Lightning's ``save_last=True`` beside a monitored metric writes it only
+    when the best checkpoint improves, so last.ckpt would hold the best validation epoch rather
+    than the last one, and a resumed run would go back to it.)"""
+    return ModelCheckpoint(
+        dirpath=output_dir / "checkpoints",
+        filename="last",
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )

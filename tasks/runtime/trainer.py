@@ -84,12 +84,13 @@ def job_trainer(
     )
 
 
-def logged_trainer(cfg: DictConfig, root: Path, checkpoints: Any, **limits: Any) -> Any:
-    """:func:`job_trainer` with the run's logger and callbacks after the job's ``checkpoints``."""
+def logged_trainer(cfg: DictConfig, root: Path, *checkpoints: Any, **limits: Any) -> Any:
+    """:func:`job_trainer` with the run's logger and callbacks after the job's ``checkpoints``
+    callbacks."""
     os.environ.setdefault("WANDB_MODE", "offline")
     logger = build_logger(cfg)
     return job_trainer(
-        cfg, root, logger=logger, callbacks=[checkpoints, *build_callbacks(cfg, logger)], **limits
+        cfg, root, logger=logger, callbacks=[*checkpoints, *build_callbacks(cfg, logger)], **limits
     )
 
 

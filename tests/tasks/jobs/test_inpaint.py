@@ -38,6 +38,17 @@ def test_the_default_run_validates_on_every_held_out_photo_coarse_to_fine(tmp_pa
     assert len(targets) == 8 and shown == {0, 1, 2}  # the samples span the held-out photos
 
 
+def test_last_checkpoint_is_the_final_epoch_even_when_validation_got_no_better(tmp_path):
+    # lr 0: every validation scores the same, so the best checkpoint stays the first one; last.ckpt
+    # must still be the end of training (the model benchmarks and task=predict take, and where a
+    # resumed run continues), not a copy of the best
+    run(compose_config(tmp_path, [*INPAINT_FAST, "trainer.max_epochs=3", "task.optimizer.lr=0"]))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 2 and last["global_step"] == 6
+    (best,) = (tmp_path / "checkpoints").glob("best-*.ckpt")
+    assert best.name == "best-epoch=000.ckpt"
+
+
 def test_deepfill_gan_trains(tmp_path):
     overrides = [o for o in INPAINT_FAST if not o.startswith("net.")] + [
         "experiment=deepfill",
