@@ -59,8 +59,7 @@ def last_checkpoint(output_dir: Path) -> ModelCheckpoint:
     than the last one, and a resumed run would go back to it.)"""
     return ModelCheckpoint(
         dirpath=output_dir / "checkpoints",
-        filename="last",
-        save_top_k=1,
+        filename="last",  # one file, rewritten: no monitor, so the latest state is the one kept
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
