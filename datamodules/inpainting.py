@@ -80,7 +80,9 @@ class RandomCrops(Dataset):
     photo's own (drawn log-uniformly; a region of ``size / scale`` pixels is resized to ``size``,
     antialiased), so the network meets the scales at which a photo is inpainted whole; ``None``
     keeps the native resolution. ``colour``: draw the colour augmentation (else its parameters are
-    the identity).
+    the identity). ``mosaic``: the probability that a crop is a 2 x 2 mosaic (split at a random
+    point) of regions from four photos drawn at random, so that a handful of photos does not teach
+    the network their layouts (the colour augmentation is the first photo's).
     """
 
     def __init__(
@@ -92,9 +94,10 @@ class RandomCrops(Dataset):
         *,
         scale: tuple[float, float] | None = None,
         colour: bool = False,
+        mosaic: float = 0.0,
     ) -> None:
         self.source, self.size, self.crop, self.seed = source, size, crop, seed
-        self.scale, self.colour = scale, colour
+        self.scale, self.colour, self.mosaic = scale, colour, mosaic
         self._grey: dict[int, bool] = {}
 
     def __len__(self) -> int:
@@ -108,21 +111,48 @@ class RandomCrops(Dataset):
             )
         return self._grey[index]
 
-    def _region(self, image: Tensor, g: torch.Generator) -> Tensor:
+    def _region(
+        self, image: Tensor, g: torch.Generator, height: int | None = None, width: int | None = None
+    ) -> Tensor:
+        """A ``height`` x ``width`` (default ``size`` square) region of ``image`` at a random
+        position, seen at a resolution drawn from ``scale`` (a larger region resized) as far as
+        the image allows."""
+        height, width = height or self.size, width or self.size
         h, w = image.shape[1:]
-        side = self.size
+        rows, cols = height, width
         if self.scale is not None:
             lo, hi = (math.log(v) for v in self.scale)
             scale = math.exp(lo + (hi - lo) * float(torch.rand((), generator=g)))
-            side = max(self.size, min(h, w, round(self.size / scale)))
-        top = int(torch.randint(h - side + 1, (), generator=g))
-        left = int(torch.randint(w - side + 1, (), generator=g))
-        region = image[:, top : top + side, left : left + side]
-        if side != self.size:
+            factor = max(1.0, min(1 / scale, h / height, w / width))
+            rows, cols = min(h, round(height * factor)), min(w, round(width * factor))
+        top = int(torch.randint(h - rows + 1, (), generator=g))
+        left = int(torch.randint(w - cols + 1, (), generator=g))
+        region = image[:, top : top + rows, left : left + cols]
+        if (rows, cols) != (height, width):
             region = F.interpolate(
-                region[None], size=(self.size, self.size), mode="bilinear", antialias=True
+                region[None], size=(height, width), mode="bilinear", antialias=True
             )[0].clamp(0, 1)
         return region.contiguous()
+
+    def _mosaic(self, index: int, g: torch.Generator) -> Tensor:
+        """A 2 x 2 mosaic split at a random point in the middle half: the top-left quarter from
+        photo ``index``, the others from photos drawn at random (each at its own scale; a grey
+        one tinted here when the colour augmentation is on, which tints only the first photo)."""
+        low, high = self.size // 4, self.size - self.size // 4
+        row, col = (int(torch.randint(low, high + 1, (), generator=g)) for _ in range(2))
+        out = torch.empty(3, self.size, self.size)
+        for k in range(4):
+            rows = slice(0, row) if k < 2 else slice(row, None)
+            cols = slice(0, col) if k % 2 == 0 else slice(col, None)
+            photo = index if k == 0 else int(torch.randint(len(self.source), (), generator=g))
+            height = row if k < 2 else self.size - row
+            width = col if k % 2 == 0 else self.size - col
+            piece = self._region(self.source[photo], g, height, width)
+            if k and self.colour and self.is_grey(photo):
+                gains = 1 + TINT * (2 * torch.rand(3, generator=g) - 1)
+                piece = (piece * (gains / gains.mean())[:, None, None]).clamp(0, 1)
+            out[:, rows, cols] = piece
+        return out
 
     def _colour(self, index: int, g: torch.Generator) -> Tensor:
         if not self.colour:
@@ -148,7 +178,10 @@ class RandomCrops(Dataset):
     def __getitem__(self, key: int) -> tuple[Tensor, Tensor]:
         g = keyed_generator(self.seed, key)
         index = int(torch.randint(len(self.source), (), generator=g))
-        region = self._region(self.source[index], g)
+        if self.mosaic and float(torch.rand((), generator=g)) < self.mosaic:
+            region = self._mosaic(index, g)
+        else:
+            region = self._region(self.source[index], g)
         slack = self.size - self.crop
         params = torch.cat(
             [
@@ -255,6 +288,9 @@ class InpaintingDataModule(LightningDataModule):
         colour: colour augmentation on the device (kornia): any hue rotation, saturation
             × 0.5–1.5, brightness ± 0.1, a random channel order, and grey photos tinted by random
             channel gains, so no colour (and no greyness) becomes the network's prior.
+        mosaic: the probability that a training crop is a 2 x 2 mosaic of regions from four
+            photos drawn at random (split at a random point in the middle half), so that a few
+            photos do not teach the network their layouts.
 
     Images are read as RGB floats in [0, 1] whatever their mode (grey, palette, RGBA with the alpha
     dropped, 16-bit), with their EXIF orientation applied. Files without an image suffix are
@@ -289,6 +325,7 @@ class InpaintingDataModule(LightningDataModule):
         cache: bool | None = None,
         scale: tuple[float, float] | list[float] | None = None,
         colour: bool = False,
+        mosaic: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value, minimum in (
@@ -325,6 +362,8 @@ class InpaintingDataModule(LightningDataModule):
             scale = (float(scale[0]), float(scale[1]))
         if not isinstance(colour, bool):
             raise TypeError(f"colour must be a bool, got {colour!r}")
+        if isinstance(mosaic, bool) or not isinstance(mosaic, int | float) or not 0 <= mosaic <= 1:
+            raise ValueError(f"mosaic must be a probability in [0, 1], got {mosaic!r}")
         if batch_size > samples_per_epoch:
             # with drop_last the epoch would hold no batch at all, and training would do nothing
             raise ValueError(
@@ -346,6 +385,7 @@ class InpaintingDataModule(LightningDataModule):
         self.val_crops, self.max_val_crops, self.split_seed = val_crops, max_val_crops, split_seed
         self.val_source, self.val_size = val_source, crop_size if val_size is None else val_size
         self.val_repeats, self.scale, self.colour = val_repeats, scale, colour
+        self.mosaic = float(mosaic)
         self.num_workers, self.pin_memory, self.strict = num_workers, pin_memory, strict
         self.cache = (root is None) if cache is None else bool(cache)
         self.train_items: list = []
@@ -382,6 +422,7 @@ class InpaintingDataModule(LightningDataModule):
             self.split_seed,
             scale=self.scale,
             colour=self.colour,
+            mosaic=self.mosaic,
         )
         self._val = FixedCrops(
             _Source(self.val_items, load, self.val_size, self.cache),

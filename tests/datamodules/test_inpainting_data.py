@@ -177,6 +177,38 @@ class TestInpaintingDataModule:
         assert steps[None] == pytest.approx(1, abs=0.01)
         assert steps[(0.25, 0.25)] == pytest.approx(4, rel=0.1)
 
+    def test_mosaic_tiles_four_photos_in_quarters(self, tmp_path):
+        """With mosaic 1 a crop of flat photos shows up to four of their levels, in the quarters
+        of a split in the crop's middle half, the same again for the same keys; with mosaic 0 a
+        crop is one photo."""
+        for i in range(6):
+            save(tmp_path / f"{i}.png", np.full((40, 40, 3), 40 * i, np.uint8))
+        batches = {}
+        for mosaic in (0.0, 1.0, 1.0):
+            dm = InpaintingDataModule(
+                tmp_path,
+                crop_size=16,
+                batch_size=32,
+                samples_per_epoch=32,
+                val_fraction=0.1,
+                val_source="split",
+                mosaic=mosaic,
+            )
+            dm.setup()
+            batches.setdefault(mosaic, []).append(next(iter(dm.train_dataloader()))[0])
+        assert all(len(torch.unique(crop)) == 1 for crop in batches[0.0][0])
+        mosaics = batches[1.0][0]
+        assert torch.equal(mosaics, batches[1.0][1])
+        levels = [len(torch.unique(crop)) for crop in mosaics]
+        assert max(levels) <= 4 and sum(n > 1 for n in levels) > len(levels) // 2
+        for crop in mosaics[:, 0]:  # 18 px: the split row and column lie in [4, 14]
+            rows = (crop[1:] != crop[:-1]).any(1).nonzero().flatten() + 1
+            cols = (crop[:, 1:] != crop[:, :-1]).any(0).nonzero().flatten() + 1
+            assert len(rows) <= 1 and len(cols) <= 1
+            assert all(4 <= int(v) <= 14 for v in (*rows, *cols))
+        with pytest.raises(ValueError, match=r"mosaic must be a probability in \[0, 1\], got 2"):
+            InpaintingDataModule(mosaic=2)
+
     def test_validation_crops_are_fixed(self, folder):
         dm = InpaintingDataModule(folder, crop_size=16, val_fraction=0.34)
         dm.setup()
