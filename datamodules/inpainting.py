@@ -5,6 +5,7 @@ Masks are not made here: the task draws them on the batch's device from a seeded
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -64,6 +65,12 @@ SATURATION = (0.5, 1.5)
 BRIGHTNESS = 0.1
 TINT = 0.5  # a grey photo's channel gains are drawn from 1 ± TINT (then their mean set to 1)
 PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+
+
+def tint_gains(u: Tensor) -> Tensor:
+    """A grey photo's channel gains from three uniform draws ``u``: 1 ± TINT, their mean set to 1."""
+    gains = 1 + TINT * (2 * u - 1)
+    return gains / gains.mean()
 
 
 class RandomCrops(Dataset):
@@ -141,16 +148,14 @@ class RandomCrops(Dataset):
         low, high = self.size // 4, self.size - self.size // 4
         row, col = (int(torch.randint(low, high + 1, (), generator=g)) for _ in range(2))
         out = torch.empty(3, self.size, self.size)
-        for k in range(4):
-            rows = slice(0, row) if k < 2 else slice(row, None)
-            cols = slice(0, col) if k % 2 == 0 else slice(col, None)
+        bands = (slice(0, row), slice(row, self.size)), (slice(0, col), slice(col, self.size))
+        for k, (rows, cols) in enumerate(itertools.product(*bands)):
             photo = index if k == 0 else int(torch.randint(len(self.source), (), generator=g))
-            height = row if k < 2 else self.size - row
-            width = col if k % 2 == 0 else self.size - col
+            height, width = rows.stop - rows.start, cols.stop - cols.start
             piece = self._region(self.source[photo], g, height, width)
             if k and self.colour and self.is_grey(photo):
-                gains = 1 + TINT * (2 * torch.rand(3, generator=g) - 1)
-                piece = (piece * (gains / gains.mean())[:, None, None]).clamp(0, 1)
+                gains = tint_gains(torch.rand(3, generator=g))
+                piece = (piece * gains[:, None, None]).clamp(0, 1)
             out[:, rows, cols] = piece
         return out
 
@@ -161,8 +166,7 @@ class RandomCrops(Dataset):
         permutation = float(torch.randint(len(PERMUTATIONS), (), generator=g))
         gains = torch.ones(3, dtype=torch.float64)
         if self.is_grey(index):
-            gains = 1 + TINT * (2 * u[3:] - 1)
-            gains = gains / gains.mean()
+            gains = tint_gains(u[3:])
         hue = HUE * (2 * u[0] - 1)
         saturation = SATURATION[0] + (SATURATION[1] - SATURATION[0]) * u[1]
         brightness = BRIGHTNESS * (2 * u[2] - 1)
