@@ -5,12 +5,13 @@
 By default the held-out photos (``datamodules.HELD_OUT_PHOTOS``: scikit-learn's china and flower,
 matplotlib's grace_hopper; the default job never trains on them) are inpainted whole, the shorter
 side resized to ``--size`` (256: what ``task=predict`` meets) and centre-cropped, every photo with
-every one of the ``--per-bin`` fixed evaluation masks of each of the six PConv bins; ``--native``
+every one of the ``--per-bin`` (12) fixed evaluation masks of each of the six PConv bins; ``--native``
 keeps each photo at its own size (the masks scaled to it, nearest, so hole ratios stay). With
 ``--root`` a folder's validation split is used instead (tiles of ``--size``). The checkpoint,
 OpenCV's Telea and Navier-Stokes inpainting and scikit-image's biharmonic inpainting fill the same
 holes; each composite is scored with hole-L1, PSNR, SSIM and the colour error (CIELAB chroma of
-the blurred fill against the truth); the JSON and Markdown go to
+the blurred fill against the truth), and the checkpoint's hole-L1 is paired with Telea's fill by
+fill (mean difference, its standard error, fills better per bin); the JSON and Markdown go to
 benchmarks/results/inpaint_held_out[_native]--<device>--torch<version>.{json,md} (with
 ``--root``: inpaint_quality--...; ``--variant experiment_quality``: ...-experiment_quality--...).
 """
@@ -95,8 +96,10 @@ def evaluate(
                 seconds += time.perf_counter() - start
                 composite = image * mask + filled * (1 - mask)
                 scores.append(per_image_scores(composite[None], image[None], mask[None, None])[0])
-            mean = torch.stack(scores).mean(0)
+            stacked = torch.stack(scores)
+            mean = stacked.mean(0)
             per_bin[bin_label] = {n: float(mean[j]) for j, n in enumerate(NAMES)}
+            per_bin[bin_label]["hole_l1_per_fill"] = stacked[:, NAMES.index("hole_l1")].tolist()
         averaged = {n: float(np.mean([v[n] for v in per_bin.values()])) for n in NAMES}
         results[name] = {
             "per_bin": per_bin,
@@ -104,6 +107,25 @@ def evaluate(
             "seconds_per_image": seconds / (len(pairs) * len(masks)),
         }
     return results
+
+
+def paired_with(results: dict, reference: str, method: str = "ours") -> dict:
+    """Per bin, ``method``'s hole-L1 minus ``reference``'s on the same fills (image and mask):
+    the mean, its standard error and how many fills ``method`` does better, so that a bin decided
+    by one or two fills shows as one."""
+    paired = {}
+    for label, ours in results[method]["per_bin"].items():
+        diff = torch.tensor(ours["hole_l1_per_fill"]) - torch.tensor(
+            results[reference]["per_bin"][label]["hole_l1_per_fill"]
+        )
+        spread = float(diff.std()) / len(diff) ** 0.5 if len(diff) > 1 else float("nan")
+        paired[label] = {
+            "mean_difference": float(diff.mean()),
+            "standard_error": spread,
+            "fills_better": int((diff < 0).sum()),
+            "fills": len(diff),
+        }
+    return paired
 
 
 def markdown(payload: dict) -> str:
@@ -135,6 +157,21 @@ def markdown(payload: dict) -> str:
             f"Telea on hole-L1: {payload['bins_beating_telea']} of 6. Colour error, ours / "
             f"Telea: {payload['ours_vs_telea_colour_error']:.3f}.",
         ]
+    paired = payload.get("ours_minus_telea_per_fill")
+    if paired:
+        lines += [
+            "",
+            "Paired with Telea on the same fills, ours minus Telea's hole-L1 (negative: ours "
+            "better): mean ± standard error, fills where ours is better.",
+            "",
+            "| bin | mean difference | fills better |",
+            "|---|---:|---:|",
+        ]
+        for label, p in paired.items():
+            lines.append(
+                f"| {label} | {p['mean_difference']:+.4f} ± {p['standard_error']:.4f} | "
+                f"{p['fills_better']} of {p['fills']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -152,7 +189,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--native", action="store_true", help="the held-out photos at their own size"
     )
-    parser.add_argument("--per-bin", type=int, default=4, help="evaluation masks per bin")
+    parser.add_argument(
+        "--per-bin",
+        type=int,
+        default=12,
+        help="evaluation masks per bin (the first 4 of 12 are the 4-mask set: same seed)",
+    )
     parser.add_argument("--max-images", type=int, default=48, help="--root: validation tiles used")
     parser.add_argument(
         "--split-seed", type=int, default=0, help="--root: the run's data.split_seed"
@@ -216,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         payload["bins_beating_telea"] = sum(
             ours["per_bin"][b]["hole_l1"] < telea["per_bin"][b]["hole_l1"] for b in ours["per_bin"]
         )
+        payload["ours_minus_telea_per_fill"] = paired_with(results, "telea")
     suite = "inpaint_quality" if args.root is not None else "inpaint_held_out"
     write_report(
         args.out, payload, markdown(payload), suite=suite + ("_native" if args.native else "")

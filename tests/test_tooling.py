@@ -107,6 +107,14 @@ def test_inpaint_quality_benchmark_writes_its_report(tmp_path):
     telea = payload["results"]["telea"]["bin_average"]
     assert 0 < telea["hole_l1"] < 0.5 and telea["colour_error"] > 0
     assert "| average |" in out.with_suffix(".md").read_text()
+    # paired fill by fill with Telea: the mean difference is the difference of the bin means
+    for label, paired in payload["ours_minus_telea_per_fill"].items():
+        assert paired["fills"] == 3 and 0 <= paired["fills_better"] <= 3
+        ours, telea = (
+            payload["results"][m]["per_bin"][label]["hole_l1"] for m in ("ours", "telea")
+        )
+        assert paired["mean_difference"] == pytest.approx(ours - telea, abs=1e-6)
+    assert "fills better" in out.with_suffix(".md").read_text()
 
 
 def test_prune_step_benchmark_writes_its_report(tmp_path):
