@@ -4,6 +4,7 @@ latency.
 
     python benchmarks/bench_prune_vit.py            # 6 settings x 4 estimators, Torch-Pruning
     python benchmarks/bench_prune_vit.py --quick    # 1 fine-tuning epoch, 2 estimators, 2 settings
+    python benchmarks/bench_prune_vit.py --seeds 0 1 2 --settings ...   # whole runs per seed
 
 The dense model is ``experiment=prune_vit``'s ViT on the digits (trained and cached on first use,
 exactly as ``python run.py experiment=prune_vit`` does). Ours: ``pruning=<method>`` with
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 import tempfile
 import time
@@ -215,19 +217,9 @@ def table(rows: list[dict], dense_acc: float, batches: list[int]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None)
-    parser.add_argument("--quick", action="store_true", help="1 fine-tuning epoch, 2 estimators")
-    parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every entry")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="prune_vit_"))
-    overrides = ["experiment=prune_vit", "logger=none", *args.overrides]
-    methods, settings = METHODS, args.settings or list(SETTINGS)
-    if args.quick:
-        overrides.append("task.finetune_epochs=1")
-        methods, settings = ("magnitude", "taylor"), (args.settings or list(QUICK))[-2:]
+def replicate(overrides: list[str], methods, settings, work: Path) -> dict:
+    """One run of the whole comparison: the dense model (trained and cached, or the cache), the
+    dense model fine-tuned unpruned, and every setting's entries, ours and Torch-Pruning's."""
     cfg = compose_config(work / "dense", overrides)
     target = ClassificationTarget(cfg, work / "dense")
     plan = pruning_plan(cfg)
@@ -236,17 +228,37 @@ def main() -> None:
     dense, _, origin = target.pretrained(plan)
     dense_acc = evaluate(dense, datamodule.val_dataloader())
     print(f"dense accuracy {dense_acc:.2f} % ({origin})")
-    batches = list(cfg.task.latency.batches)
     example = datamodule.example_input(2)
-    results: dict[str, dict] = {}
+    results: dict[str, dict] = {
+        "dense, fine-tuned": {
+            "rows": [dense_finetuned_entry(cfg, dense, datamodule, work / "dense-finetuned")]
+        }
+    }
+    for setting in settings:
+        granularity, sparsity, *budget = SETTINGS[setting]
+        rows = [
+            ours_entry(overrides, granularity, sparsity, m, work, "accuracy", *budget)
+            for m in methods
+        ]
+        target_macs = rows[0]["final"]["macs"]
+        ratio, _ = _tp_ratio(dense, example, target_macs)
+        rows += [
+            torch_pruning_entry(cfg, dense, datamodule, ratio, kind, work / f"tp-{setting}-{kind}")
+            for kind in ("taylor", "magnitude")
+        ]
+        results[setting] = {"granularity": SETTINGS[setting], "tp_ratio": ratio, "rows": rows}
+    return {"cfg": cfg, "dense_accuracy": dense_acc, "pretrained": origin, "results": results}
+
+
+def header(cfg, dense_accuracy: str) -> list[str]:
     net = cfg.net
-    lines = [
+    return [
         "# Structured pruning of a ViT: heads, MLP neurons and the hidden width, ours and "
         "Torch-Pruning",
         "",
         f"`masking.models.vit_small` ({net.num_layers} blocks of {net.num_heads} heads, width "
         f"{net.hidden_dim}, {net.mlp_dim} MLP neurons, {net.patch_size}-px patches) on the "
-        f"digits at {net.image_size} px; dense accuracy {dense_acc:.2f} % on the 359 validation "
+        f"digits at {net.image_size} px; dense accuracy {dense_accuracy} on the 359 validation "
         f"digits. Fine-tuning budget {cfg.task.finetune_epochs} epochs for every entry (AdamW, "
         f"lr {cfg.task.optimizer.lr}, cosine). Latency: PyTorch on CPU, dense measured in the "
         "same run, interleaved.",
@@ -264,37 +276,114 @@ def main() -> None:
         f"`GroupTaylorImportance` from {TAYLOR_BATCHES} training batches, or "
         "`GroupMagnitudeImportance(p=2)`.",
     ]
-    reference = dense_finetuned_entry(cfg, dense, datamodule, work / "dense-finetuned")
-    lines += [
-        "",
-        f"The dense ViT fine-tuned for the same budget, unpruned, reaches "
-        f"{reference['accuracy']['final']:.2f} %: the budget alone adds "
-        f"{reference['accuracy']['final'] - dense_acc:+.2f} points, so an entry above the dense "
-        "accuracy is not a pruned model better than its dense one.",
+
+
+def seeds_table(runs: dict[int, dict], setting: str, batches: list[int]) -> list[str]:
+    """Final accuracy per seed, its mean and spread, and the mean batch speedup over the MAC
+    reduction, per method of one setting."""
+    seeds = list(runs)
+    lines = [
+        "| method | "
+        + " | ".join(f"seed {s}" for s in seeds)
+        + " | mean ± sd | MACs (seed "
+        + f"{seeds[0]}) | b{batches[-1]} speedup / MAC reduction, mean |",
+        "|---|" + "---:|" * (len(seeds) + 3),
     ]
-    results["dense, fine-tuned"] = {"rows": [reference]}
-    for setting in settings:
-        granularity, sparsity, *budget = SETTINGS[setting]
-        rows = [
-            ours_entry(overrides, granularity, sparsity, m, work, "accuracy", *budget)
-            for m in methods
+    first = runs[seeds[0]]["results"][setting]["rows"]
+    for i, row in enumerate(first):
+        entries = [runs[s]["results"][setting]["rows"][i] for s in seeds]
+        finals = torch.tensor([e["accuracy"]["final"] for e in entries], dtype=torch.float64)
+        spread = float(finals.std()) if len(finals) > 1 else 0.0
+        ratios = [
+            e["dense"]["latency_ms"][f"batch_{batches[-1]}"]
+            / e["final"]["latency_ms"][f"batch_{batches[-1]}"]
+            / (e["dense"]["macs"] / e["final"]["macs"])
+            for e in entries
         ]
-        target_macs = rows[0]["final"]["macs"]
-        ratio, _ = _tp_ratio(dense, example, target_macs)
-        rows += [
-            torch_pruning_entry(cfg, dense, datamodule, ratio, kind, work / f"tp-{setting}-{kind}")
-            for kind in ("taylor", "magnitude")
+        method = re.sub(r",? width ratio [0-9.]+", "", row["method"])  # Torch-Pruning's, per seed
+        lines.append(
+            f"| {method} | "
+            + " | ".join(f"{float(v):.2f}" for v in finals)
+            + f" | {float(finals.mean()):.2f} ± {spread:.2f} | "
+            f"{row['final']['macs'] / 1e6:,.2f}M ({row['dense']['macs'] / row['final']['macs']:.2f}× "
+            f"fewer) | {sum(ratios) / len(ratios):.2f} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None)
+    parser.add_argument("--quick", action="store_true", help="1 fine-tuning epoch, 2 estimators")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="repeat the whole comparison per seed (seed= and data.seed=: the split, the dense "
+        "model, the fine-tuning), one table of final accuracies per setting",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every entry")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="prune_vit_"))
+    overrides = ["experiment=prune_vit", "logger=none", *args.overrides]
+    methods, settings = METHODS, args.settings or list(SETTINGS)
+    if args.quick:
+        overrides.append("task.finetune_epochs=1")
+        methods, settings = ("magnitude", "taylor"), (args.settings or list(QUICK))[-2:]
+    if args.seeds:
+        if len(set(args.seeds)) != len(args.seeds):
+            parser.error(f"--seeds must be distinct, got {args.seeds}")
+        runs = {
+            s: replicate(
+                [*overrides, f"seed={s}", f"data.seed={s}"], methods, settings, work / f"seed{s}"
+            )
+            for s in args.seeds
+        }
+        cfg = next(iter(runs.values()))["cfg"]
+        batches = list(cfg.task.latency.batches)
+        dense = ", ".join(f"{r['dense_accuracy']:.2f} %" for r in runs.values())
+        lines = header(cfg, f"{dense} (seeds {', '.join(map(str, runs))})")
+        lines += [
+            "",
+            f"Each seed is a whole run: its own split of the digits (`data.seed`), dense model "
+            f"and fine-tuning (`seed`). Final accuracy (%) per seed; sd is the sample standard "
+            f"deviation over the {len(runs)} seeds.",
         ]
-        results[setting] = {"granularity": SETTINGS[setting], "tp_ratio": ratio, "rows": rows}
-        lines += ["", f"## {setting}", "", *table(rows, dense_acc, batches)]
-    payload = {
-        **provenance(torch.device("cpu")),
-        "dense_accuracy": dense_acc,
-        "pretrained": origin,
-        "finetune_epochs": cfg.task.finetune_epochs,
-        "overrides": overrides,
-        "results": results,
-    }
+        for setting in ["dense, fine-tuned", *settings]:
+            lines += ["", f"## {setting}", "", *seeds_table(runs, setting, batches)]
+        payload = {
+            **provenance(torch.device("cpu")),
+            "seeds": list(runs),
+            "finetune_epochs": cfg.task.finetune_epochs,
+            "overrides": overrides,
+            "runs": {str(s): {k: v for k, v in r.items() if k != "cfg"} for s, r in runs.items()},
+        }
+    else:
+        one = replicate(overrides, methods, settings, work)
+        cfg, dense_acc = one["cfg"], one["dense_accuracy"]
+        batches = list(cfg.task.latency.batches)
+        reference = one["results"]["dense, fine-tuned"]["rows"][0]
+        lines = header(cfg, f"{dense_acc:.2f} %")
+        lines += [
+            "",
+            f"The dense ViT fine-tuned for the same budget, unpruned, reaches "
+            f"{reference['accuracy']['final']:.2f} %: the budget alone adds "
+            f"{reference['accuracy']['final'] - dense_acc:+.2f} points, so an entry above the "
+            "dense accuracy is not a pruned model better than its dense one.",
+        ]
+        for setting in settings:
+            rows = one["results"][setting]["rows"]
+            lines += ["", f"## {setting}", "", *table(rows, dense_acc, batches)]
+        payload = {
+            **provenance(torch.device("cpu")),
+            "dense_accuracy": dense_acc,
+            "pretrained": one["pretrained"],
+            "finetune_epochs": cfg.task.finetune_epochs,
+            "overrides": overrides,
+            "results": one["results"],
+        }
     lines += [
         "",
         f"{payload['device']['name']}, torch {payload['versions']['torch']}, commit {payload['commit']}",

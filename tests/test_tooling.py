@@ -193,6 +193,40 @@ def test_vit_benchmark_writes_ours_and_torch_pruning_at_matched_macs(tmp_path):
 
 
 @pytest.mark.slow
+def test_vit_benchmark_repeats_whole_runs_per_seed(tmp_path):
+    out = tmp_path / "seeds"
+    setting = "50 % of heads and of MLP neurons"
+    overrides = [
+        "net.num_layers=2",
+        "net.hidden_dim=32",
+        "net.num_heads=4",
+        "net.mlp_dim=48",
+        "+trainer.limit_train_batches=2",
+        "task.dense_epochs=1",
+        "task.latency.repeats=1",
+        "task.latency.warmup=0",
+        "task.latency.batches=[2]",
+        "task.latency.onnxruntime=false",
+        f"task.cache_dir={tmp_path / 'cache'}",
+    ]
+    args = ["--quick", "--seeds", "0", "1", "--settings", setting, "--out", str(out)]
+    # the generous timeout is for a loaded 2-core machine, not a target
+    result = run_script("benchmarks/bench_prune_vit.py", *args, *overrides, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert payload["seeds"] == [0, 1] and set(payload["runs"]) == {"0", "1"}
+    for run in payload["runs"].values():
+        methods = [r["method"] for r in run["results"][setting]["rows"]]
+        assert methods[:2] == ["ours: magnitude", "ours: taylor"] and len(methods) == 4
+    # each seed is a whole run: its own split and dense model (cached apart)
+    assert len(list((tmp_path / "cache").glob("dense-*.pt"))) == 2
+    text = out.with_suffix(".md").read_text()
+    assert "| seed 0 | seed 1 | mean ± sd |" in text and "| Torch-Pruning (group L2) |" in text
+    again = run_script("benchmarks/bench_prune_vit.py", "--seeds", "3", "3", timeout=300)
+    assert again.returncode == 2 and "--seeds must be distinct, got [3, 3]" in again.stderr
+
+
+@pytest.mark.slow
 def test_language_model_units_benchmark_writes_ours_and_torch_pruning(tmp_path):
     import email
 
