@@ -152,21 +152,25 @@ def test_prune_compare_benchmark_writes_its_report(tmp_path):
     assert "| ours: magnitude |" in out.with_suffix(".md").read_text()
 
 
+# a ViT of 2 blocks and 4 heads, one dense epoch of 2 batches, one latency call: the benchmarks'
+# plumbing, not their numbers
+TINY_VIT = [
+    "net.num_layers=2",
+    "net.hidden_dim=32",
+    "net.num_heads=4",
+    "net.mlp_dim=48",
+    "+trainer.limit_train_batches=2",
+    "task.dense_epochs=1",
+    "task.latency.repeats=1",
+    "task.latency.warmup=0",
+    "task.latency.batches=[2]",
+    "task.latency.onnxruntime=false",
+]
+
+
 def test_vit_benchmark_writes_ours_and_torch_pruning_at_matched_macs(tmp_path):
     out = tmp_path / "vit"
-    overrides = [
-        "net.num_layers=2",
-        "net.hidden_dim=32",
-        "net.num_heads=4",
-        "net.mlp_dim=48",
-        "+trainer.limit_train_batches=2",
-        "task.dense_epochs=1",
-        "task.latency.repeats=1",
-        "task.latency.warmup=0",
-        "task.latency.batches=[2]",
-        "task.latency.onnxruntime=false",
-        f"task.cache_dir={tmp_path / 'cache'}",
-    ]
+    overrides = [*TINY_VIT, f"task.cache_dir={tmp_path / 'cache'}"]
     # a tiny ViT and budget; the generous timeout is for a loaded 2-core machine, not a target
     result = run_script(
         "benchmarks/bench_prune_vit.py", "--quick", "--out", str(out), *overrides, timeout=900
@@ -196,19 +200,7 @@ def test_vit_benchmark_writes_ours_and_torch_pruning_at_matched_macs(tmp_path):
 def test_vit_benchmark_repeats_whole_runs_per_seed(tmp_path):
     out = tmp_path / "seeds"
     setting = "50 % of heads and of MLP neurons"
-    overrides = [
-        "net.num_layers=2",
-        "net.hidden_dim=32",
-        "net.num_heads=4",
-        "net.mlp_dim=48",
-        "+trainer.limit_train_batches=2",
-        "task.dense_epochs=1",
-        "task.latency.repeats=1",
-        "task.latency.warmup=0",
-        "task.latency.batches=[2]",
-        "task.latency.onnxruntime=false",
-        f"task.cache_dir={tmp_path / 'cache'}",
-    ]
+    overrides = [*TINY_VIT, f"task.cache_dir={tmp_path / 'cache'}"]
     args = ["--quick", "--seeds", "0", "1", "--settings", setting, "--out", str(out)]
     # the generous timeout is for a loaded 2-core machine, not a target
     result = run_script("benchmarks/bench_prune_vit.py", *args, *overrides, timeout=900)
