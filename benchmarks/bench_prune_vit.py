@@ -190,6 +190,14 @@ def cost_header(batches: list[int]) -> str:
     )
 
 
+def speedup_over_macs(row: dict, batch: int) -> float:
+    """An entry's measured speedup at ``batch`` over its MAC reduction (1.0: latency falls as
+    fast as the MACs)."""
+    f, d = row["final"], row["dense"]
+    speedup = d["latency_ms"][f"batch_{batch}"] / f["latency_ms"][f"batch_{batch}"]
+    return speedup / (d["macs"] / f["macs"])
+
+
 def cost_cells(row: dict, batches: list[int]) -> str:
     """Params, MACs, latency per batch with its speedup, and the last batch's speedup over the
     MAC reduction, of one entry (final against its dense model measured in the same run)."""
@@ -199,7 +207,7 @@ def cost_cells(row: dict, batches: list[int]) -> str:
     lat = " | ".join(f"{f['latency_ms'][f'batch_{b}']:.2f} ({speedups[b]:.2f}×)" for b in batches)
     return (
         f"{f['params']:,} | {f['macs'] / 1e6:,.2f}M ({reduction:.2f}× fewer) | {lat} | "
-        f"{speedups[batches[-1]] / reduction:.2f}"
+        f"{speedup_over_macs(row, batches[-1]):.2f}"
     )
 
 
@@ -294,12 +302,7 @@ def seeds_table(runs: dict[int, dict], setting: str, batches: list[int]) -> list
         entries = [runs[s]["results"][setting]["rows"][i] for s in seeds]
         finals = torch.tensor([e["accuracy"]["final"] for e in entries], dtype=torch.float64)
         spread = float(finals.std()) if len(finals) > 1 else 0.0
-        ratios = [
-            e["dense"]["latency_ms"][f"batch_{batches[-1]}"]
-            / e["final"]["latency_ms"][f"batch_{batches[-1]}"]
-            / (e["dense"]["macs"] / e["final"]["macs"])
-            for e in entries
-        ]
+        ratios = [speedup_over_macs(e, batches[-1]) for e in entries]
         method = re.sub(r",? width ratio [0-9.]+", "", row["method"])  # Torch-Pruning's, per seed
         lines.append(
             f"| {method} | "
