@@ -17,6 +17,11 @@ from torch import Tensor, nn
 
 __all__ = ["SlimMultiheadAttention"]
 
+# Up to this many keys, attention on the CPU multiplies out its scores rather than calling
+# scaled_dot_product_attention: at a ViT's 17 tokens (batch 32, 8 heads of 24) 1.12 against
+# 1.55 ms for the whole module on 2 cores; from about 128 keys on the fused kernel is faster.
+EXPLICIT_SCORES_UP_TO = 64
+
 
 class SlimMultiheadAttention(nn.Module):
     """Scaled dot-product attention over ``num_heads`` heads of ``head_dim`` features each.
@@ -104,46 +109,50 @@ class SlimMultiheadAttention(nn.Module):
         attended, float masks are added to the scores; ``is_causal`` without ``attn_mask`` masks
         the future. Returns the output and, with ``need_weights``, the attention weights (averaged
         over heads with ``average_attn_weights``)."""
+        fused = query is key and key is value  # self-attention: one in-projection GEMM
         unbatched = query.dim() == 2
+        # (batch, seq, feature) from here on
         if unbatched:
-            query, key, value = (t.unsqueeze(1) for t in (query, key, value))
+            query, key, value = (t.unsqueeze(0) for t in (query, key, value))
             if key_padding_mask is not None:
                 key_padding_mask = key_padding_mask.unsqueeze(0)
-        if self.batch_first and not unbatched:
+        elif not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-        # (seq, batch, feature) from here on
-        length, batch, _ = query.shape
-        source = key.shape[0]
-        inner = self.num_heads * self.head_dim
-        w_q, w_k, w_v = self.in_proj_weight.split(inner)
-        b_q = b_k = b_v = None
-        if self.in_proj_bias is not None:
-            b_q, b_k, b_v = self.in_proj_bias.split(inner)
-
-        def heads(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-            projected = F.linear(x, weight, bias)  # (seq, batch, inner)
-            return projected.view(x.shape[0], batch, self.num_heads, self.head_dim).permute(
-                1, 2, 0, 3
+        batch, length, _ = query.shape
+        source = key.shape[1]
+        heads, size = self.num_heads, self.head_dim
+        inner = heads * size
+        if fused:
+            q, k, v = (
+                F.linear(query, self.in_proj_weight, self.in_proj_bias)
+                .view(batch, length, 3, heads, size)
+                .permute(2, 0, 3, 1, 4)  # (3, batch, heads, seq, head_dim)
+                .unbind(0)
             )
-
-        q, k, v = heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v)
+        else:
+            weight = self.in_proj_weight.split(inner)
+            bias = [None] * 3 if self.in_proj_bias is None else self.in_proj_bias.split(inner)
+            q, k, v = (
+                F.linear(x, w, b).view(batch, x.shape[1], heads, size).transpose(1, 2)
+                for x, w, b in zip((query, key, value), weight, bias)
+            )
         bias = self._score_bias(attn_mask, key_padding_mask, is_causal, batch, length, source, q)
         dropout = self.dropout if self.training else 0.0
-        if need_weights:
-            scores = q @ k.transpose(-2, -1) * self.head_dim**-0.5
+        weights = None
+        if need_weights or (source <= EXPLICIT_SCORES_UP_TO and q.device.type == "cpu"):
+            scores = torch.matmul(q * size**-0.5, k.transpose(-2, -1))
             if bias is not None:
                 scores = scores + bias
-            weights = scores.softmax(-1)
-            attended = F.dropout(weights, dropout, self.training) @ v
+            probabilities = scores.softmax(-1)
+            attended = torch.matmul(F.dropout(probabilities, dropout, self.training), v)
+            weights = probabilities if need_weights else None
         else:
-            weights = None
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
-        merged = attended.permute(2, 0, 1, 3).reshape(length, batch, inner)
-        output = self.out_proj(merged)
-        if self.batch_first and not unbatched:
-            output = output.transpose(0, 1)
+        output = self.out_proj(attended.transpose(1, 2).reshape(batch, length, inner))
         if unbatched:
-            output = output.squeeze(1)
+            output = output.squeeze(0)
+        elif not self.batch_first:
+            output = output.transpose(0, 1)
         if weights is not None:
             if average_attn_weights:
                 weights = weights.mean(1)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from masking.layers import SlimMultiheadAttention
+from masking.layers.attention import EXPLICIT_SCORES_UP_TO
 
 
 def copy_of(mha: nn.MultiheadAttention) -> SlimMultiheadAttention:
@@ -19,11 +20,12 @@ def copy_of(mha: nn.MultiheadAttention) -> SlimMultiheadAttention:
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("need_weights", [True, False])
 @pytest.mark.parametrize("masks", ["none", "bool", "float", "padding", "causal"])
-def test_same_outputs_as_multihead_attention(batch_first, need_weights, masks):
+@pytest.mark.parametrize("length", [5, EXPLICIT_SCORES_UP_TO + 16])  # both score paths on a CPU
+def test_same_outputs_as_multihead_attention(batch_first, need_weights, masks, length):
     torch.manual_seed(0)
     mha = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
     slim = copy_of(mha)
-    length, batch = 5, 3
+    batch = 3
     x = torch.randn(batch, length, 16) if batch_first else torch.randn(length, batch, 16)
     kwargs: dict = {"need_weights": need_weights}
     if masks == "bool":
@@ -32,9 +34,7 @@ def test_same_outputs_as_multihead_attention(batch_first, need_weights, masks):
     elif masks == "float":
         kwargs["attn_mask"] = torch.randn(batch * 4, length, length)
     elif masks == "padding":
-        kwargs["key_padding_mask"] = torch.tensor(
-            [[False] * 5, [False] * 3 + [True] * 2, [False] * 4 + [True]]
-        )
+        kwargs["key_padding_mask"] = torch.arange(length) >= torch.tensor([[length], [3], [4]])
     elif masks == "causal":
         kwargs["attn_mask"] = nn.Transformer.generate_square_subsequent_mask(length)
         kwargs["is_causal"] = True
@@ -45,6 +45,18 @@ def test_same_outputs_as_multihead_attention(batch_first, need_weights, masks):
         torch.testing.assert_close(weights, expected_weights, rtol=1e-5, atol=1e-6)
     else:
         assert weights is None and expected_weights is None
+
+
+@pytest.mark.parametrize("source", [7, EXPLICIT_SCORES_UP_TO + 16])
+def test_cross_attention_and_separate_tensors_match_multihead_attention(source):
+    torch.manual_seed(2)
+    mha = nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    slim = copy_of(mha)
+    query, memory = torch.randn(3, 5, 16), torch.randn(3, source, 16)
+    for args in ((query, memory, memory), (query, query.clone(), query.clone())):
+        expected, _ = mha(*args, need_weights=False)
+        got, _ = slim(*args, need_weights=False)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_per_head_weights_and_unbatched_inputs():
