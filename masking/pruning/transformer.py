@@ -898,6 +898,10 @@ class StructuredPruner:
         kinds: the units a ``params`` or ``macs`` budget takes from (default heads and neurons;
             any of heads, neurons and hidden).
         tokens: sequence length of the ``macs`` budget (a ViT's patches plus its class token).
+        round_to: every structure keeps a multiple of this many MLP neurons and hidden channels
+            (or all of them), so the compacted matrices keep the widths fast kernels tile well;
+            fractions are rounded up to it, a budget removes units in whole multiples. Heads
+            are whole already and are not rounded. 1 keeps any count.
         schedule: its shape: at step ``t`` each kind is at ``schedule(t) / schedule.target`` of
             its fraction (:meth:`step` and :meth:`set_sparsity` take and return the schedule's
             value); default one shot to ``max(heads, neurons)``.
@@ -921,6 +925,7 @@ class StructuredPruner:
         macs: float = 0.0,
         kinds: Sequence[str] = ("heads", "neurons"),
         tokens: int = 256,
+        round_to: int = 1,
         schedule: SparsitySchedule | None = None,
         allocation: str = "layer",
         exclude: Sequence[str] = (),
@@ -953,6 +958,9 @@ class StructuredPruner:
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
             raise ValueError(f"tokens must be an int >= 1, got {tokens!r}")
         self.tokens = tokens
+        if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+            raise ValueError(f"round_to must be an int >= 1, got {round_to!r}")
+        self.round_to = round_to
         if self.budget is not None:
             if isinstance(kinds, str) or not kinds or any(k not in KINDS for k in kinds):
                 raise ValueError(
@@ -1102,56 +1110,73 @@ class StructuredPruner:
                 continue
             sparsity = min(target * progress, target)
             importances = [self.sources[i].importance() for i in chosen]
-            keeps = self._units.select(importances, sparsity, allocation=self.allocation)
+            keeps = self._units.select(
+                importances,
+                sparsity,
+                allocation=self.allocation,
+                round_to=1 if kind == "heads" else self.round_to,
+            )
             for i, keep in zip(chosen, keeps):
                 self.sources[i].keep.copy_(keep)
 
     def _select_budget(self, fraction: float) -> None:
         """Remove the units of least importance per cost until ``fraction`` of the cost is gone."""
         costs = self._costs
-        ratios, owners = [], []
-        for i, (source, cost) in enumerate(zip(self.sources, costs)):
+        ratios = []
+        for source, cost in zip(self.sources, costs):
             # both relative to the structure's own mean: importances of different estimators,
             # kinds and blocks are not on one scale, so each structure loses about the budget's
             # fraction, less where its importance is concentrated, more where it is spread
             importance = source.importance().detach().double().cpu()
             importance = importance / importance.mean().clamp_min(1e-12)
             ratios.append(importance / (cost / cost.mean().clamp_min(1e-12)).clamp_min(1e-12))
-            owners.append(torch.full((len(cost),), i))
-        order = torch.argsort(torch.cat(ratios), stable=True)
-        owner, unit = torch.cat(owners), torch.cat([torch.arange(len(c)) for c in costs])
-        # the order units go in, every structure keeping its last one
-        left = [len(c) for c in costs]
-        sequence: list[tuple[int, int]] = []
-        for index in order.tolist():
-            i, j = int(owner[index]), int(unit[index])
-            if left[i] > 1:
-                sequence.append((i, j))
-                left[i] -= 1
+        steps = self._removal_steps(ratios)
         if any(s.kind == "hidden" for s in self.structures):
-            count = self._exact_count(sequence, fraction, self.budget[0])
+            count = self._exact_count(steps, fraction, self.budget[0])
         else:  # the units own disjoint tensors: their costs add up
             goal, removed, count = fraction * float(torch.cat(costs).sum()), 0.0, 0
-            while count < len(sequence) and removed < goal:
-                i, j = sequence[count]
-                removed += float(costs[i][j])
+            while count < len(steps) and removed < goal:
+                removed += sum(float(costs[i][j]) for i, j in steps[count])
                 count += 1
+        sequence = [unit for step in steps[:count] for unit in step]
         keeps = [torch.ones(len(c), dtype=torch.bool) for c in costs]
-        for i, j in sequence[:count]:
+        for i, j in sequence:
             keeps[i][j] = False
         for source, keep in zip(self.sources, keeps):
             source.keep.copy_(keep.to(source.keep.device))
 
-    def _exact_count(self, sequence: Sequence[tuple[int, int]], fraction: float, kind: str) -> int:
-        """The fewest first units of ``sequence`` whose removal takes ``fraction`` of the owned
+    def _removal_steps(self, ratios: Sequence[Tensor]) -> list[list[tuple[int, int]]]:
+        """The order units go in, as steps of ``(structure, unit)`` pairs: one unit at a time,
+        or under ``round_to`` a structure's neurons and hidden channels in the runs that keep
+        its count a multiple (the first run down to the multiple below its size); runs go in
+        order of their mean ratio, and every structure keeps its last unit (its last multiple)."""
+        runs: list[tuple[float, int, list[tuple[int, int]]]] = []
+        for i, (structure, ratio) in enumerate(zip(self.structures, ratios)):
+            step = 1 if structure.kind == "heads" else self.round_to
+            order = torch.argsort(ratio, stable=True).tolist()
+            floor = min(step, structure.size)
+            start, kept = 0, structure.size
+            while kept > floor:
+                size = kept - (kept - 1) // step * step  # down to the next multiple below
+                run = order[start : start + size]
+                runs.append((float(ratio[run].mean()), len(runs), [(i, j) for j in run]))
+                start, kept = start + size, kept - size
+        # mean ratios rise along a structure's sorted units, so its runs stay in order
+        return [run for _, _, run in sorted(runs, key=lambda r: (r[0], r[1]))]
+
+    def _exact_count(
+        self, steps: Sequence[Sequence[tuple[int, int]]], fraction: float, kind: str
+    ) -> int:
+        """The fewest first ``steps`` whose removal takes ``fraction`` of the owned
         tensors' ``kind`` (``params`` or ``macs``), counted on the shapes they leave (a hidden
         channel and a neuron share the entries where they cross); the cost only falls as units
         go, so a bisection finds it."""
 
         def removed_share(count: int) -> float:
             keeps = [torch.ones(s.size, dtype=torch.bool) for s in self.structures]
-            for i, j in sequence[:count]:
-                keeps[i][j] = False
+            for step in steps[:count]:
+                for i, j in step:
+                    keeps[i][j] = False
             params, before, after = _removed_and_macs(
                 self.structures, self._ledger, keeps, self.tokens
             )
@@ -1159,7 +1184,7 @@ class StructuredPruner:
                 return (before - after) / max(before, 1e-12)
             return params / max(self._owned_parameters, 1)
 
-        low, high = 0, len(sequence)
+        low, high = 0, len(steps)
         if removed_share(high) < fraction:
             return high
         while low < high:

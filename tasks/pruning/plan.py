@@ -63,7 +63,8 @@ class PruningPlan:
         initial_sparsity: the sparsity before the ramp.
         update_every: recompute the masks (and step the schedule) every this many steps.
         penalty: weight of the estimator's penalty in the loss.
-        round_to: channel granularity: kept channels per group rounded up to a multiple.
+        round_to: kept channels per group (channel granularity), or kept MLP neurons and hidden
+            channels per block (transformer units; heads are whole), a multiple of this.
         include, exclude: module filters (globs on qualified names, or class names).
         finalize: ``bake``, ``compact`` or ``auto`` (compact for channel, bake otherwise).
         estimator_args: extra keyword arguments of the estimator.
@@ -206,8 +207,6 @@ class PruningPlan:
                 f"pruning.include: {units} finds every attention and MLP itself; leave include at "
                 f"['*'] and name what stays dense in pruning.exclude, got {self.include!r}"
             )
-        if self.round_to != 1:
-            raise ValueError(f"pruning.round_to: {units} removes whole units; leave it at 1")
         if "hidden" in self.granularity.kinds and self.finalize == "bake":
             raise ValueError(
                 f"pruning.finalize: {units} narrows the layer norms, which only compaction can "
@@ -224,6 +223,7 @@ class PruningPlan:
             "method": self.method,
             **fractions,
             "tokens": self.tokens,
+            "round_to": self.round_to,
             "allocation": "layer" if self.allocation == "auto" else self.allocation,
             "exclude": self.exclude,
             "penalty": self.penalty,

@@ -444,3 +444,47 @@ def test_a_params_or_macs_budget_is_reached_within_one_unit_and_every_block_keep
 def test_bad_budgets_are_one_line(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StructuredPruner(llama(), **kwargs)
+
+
+def _multiples(pruner: StructuredPruner, step: int) -> dict[str, list[int]]:
+    kept: dict[str, list[int]] = {}
+    for row in pruner.layer_sparsity():
+        kept.setdefault(row["kind"], []).append(row["kept_units"])
+        if row["kind"] != "heads":  # heads are whole already
+            assert row["kept_units"] % step == 0 or row["kept_units"] == row["units"], row
+    return kept
+
+
+@pytest.mark.parametrize("kinds", [("heads", "neurons"), ("heads", "neurons", "hidden")])
+def test_round_to_keeps_neurons_and_hidden_channels_in_multiples_under_a_budget(kinds):
+    torch.manual_seed(0)
+    model = randomise(small_vit())
+    pruner = StructuredPruner(model, method="taylor", macs=0.4, kinds=kinds, tokens=17, round_to=8)
+    pruner.step(0)
+    kept = _multiples(pruner, 8)
+    assert any(k < 64 for k in kept["neurons"])  # the budget does take neurons, in runs of 8
+    report = pruner.report(tokens=17)
+    before, after = report["structure_macs_before"], report["structure_macs_after"]
+    if "hidden" not in kinds:  # disjoint costs: reached, overshooting by less than one run
+        costs = torch.cat(pruner._costs)
+        assert 0.4 <= 1 - after / before < 0.4 + 8 * float(costs.max()) / float(costs.sum())
+    else:
+        assert 1 - after / before >= 0.4
+        assert kept["hidden"][0] % 8 == 0 and kept["hidden"][0] < 32
+    slim = pruner.compact((IMAGES,))
+    torch.testing.assert_close(forward(slim, (IMAGES,)), forward(model, (IMAGES,)))
+    assert sum(p.numel() for p in slim.parameters()) == report["parameters_after"]
+
+
+def test_round_to_rounds_fractions_up_and_leaves_heads_alone():
+    model = randomise(llama())  # 4 key/value groups, 96 neurons a block
+    pruner = StructuredPruner(model, heads=0.5, neurons=0.3, round_to=16)
+    pruner.step(0)
+    kept = _multiples(pruner, 16)
+    assert kept == {"heads": [2, 2], "neurons": [80, 80]}  # 96 - 29 = 67 kept, rounded up to 80
+
+
+@pytest.mark.parametrize("value", [0, 2.0, True])
+def test_bad_round_to_is_one_line(value):
+    with pytest.raises(ValueError, match=f"round_to must be an int >= 1, got {value!r}"):
+        StructuredPruner(small_vit(), neurons=0.5, round_to=value)

@@ -162,14 +162,14 @@ def test_vit_run_narrows_the_hidden_width_and_exports_the_narrower_vit(tmp_path)
     assert report["granularity"] == "neurons+hidden" and report["finalize"] == "compact"
     assert [(r["kind"], r["units"], r["kept_units"]) for r in report["layers"]] == [
         ("hidden", 32, 24),
-        *[("neurons", 48, 36)] * 2,
+        *[("neurons", 48, 40)] * 2,  # 36, rounded up to the experiment's round_to of 8
     ]
     # a 24-wide stream: the patch embedding, every projection's stream side and the classifier
     # narrow; the attention's inner width (4 heads of 8) and the products over 5 tokens do not
-    block = 5 * 96 * 24 + 5 * 24 * 32 + 2 * 5 * 5 * 32 + 2 * 5 * 36 * 24
+    block = 5 * 96 * 24 + 5 * 24 * 32 + 2 * 5 * 5 * 32 + 2 * 5 * 40 * 24
     assert report["final"]["macs"] == 3 * 64 * 24 * 4 + 2 * block + 24 * 10
     norm = 2 * 24
-    block_params = 2 * norm + 96 * 24 + 96 + 24 * 32 + 24 + 36 * 24 + 36 + 24 * 36 + 24
+    block_params = 2 * norm + 96 * 24 + 96 + 24 * 32 + 24 + 40 * 24 + 40 + 24 * 40 + 24
     embedding = 24 * 3 * 64 + 24 + 24 + 5 * 24  # patch conv, class token, positions
     params = embedding + 2 * block_params + norm + 24 * 10 + 10
     assert report["final"]["params"] == params

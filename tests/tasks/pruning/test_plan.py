@@ -52,7 +52,7 @@ def test_every_pruning_option_builds_its_plan(tmp_path, option):
             r"magnitude, taylor, movement, hard_concrete, got 'slimming'",
         ),
         ({"granularity": "heads+neurons", "include": ["encoder*"]}, "pruning.include: "),
-        ({"granularity": "neurons", "round_to": 8}, "pruning.round_to: pruning.granularity"),
+        ({"granularity": "neurons", "round_to": 0}, "pruning.round_to must be an int >= 1"),
         ({"budget": "flops"}, "pruning.budget must be one of units, params, macs, got 'flops'"),
         ({"budget": "macs"}, "pruning.budget=macs is a budget for transformer units: it needs"),
         ({"granularity": "heads", "tokens": 0}, "pruning.tokens must be an int >= 1"),
@@ -118,6 +118,10 @@ def test_transformer_units_build_a_structured_pruner_on_the_same_schedule():
     pruner.set_sparsity(0.5)
     report = pruner.report(tokens=5)
     assert report["structure_macs_after"] <= 0.5 * report["structure_macs_before"]
+    rounded = plan(granularity="neurons", sparsity=0.3, round_to=8)
+    pruner = rounded.attach(vit_small(num_layers=2, hidden_dim=32, num_heads=4, mlp_dim=48), x, 10)
+    pruner.set_sparsity(0.3)  # 48 - 14 = 34 neurons kept, rounded up to 40
+    assert [r["kept_units"] for r in pruner.layer_sparsity()] == [40, 40]
 
 
 def test_transformer_units_on_a_network_without_attention_name_what_is_missing():
