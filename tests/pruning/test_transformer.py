@@ -488,3 +488,23 @@ def test_round_to_rounds_fractions_up_and_leaves_heads_alone():
 def test_bad_round_to_is_one_line(value):
     with pytest.raises(ValueError, match=f"round_to must be an int >= 1, got {value!r}"):
         StructuredPruner(small_vit(), neurons=0.5, round_to=value)
+
+
+@pytest.mark.parametrize("kind", ["cubic", "one_shot"])
+def test_masks_stay_as_a_ramp_left_them_and_keep_learning_under_one_shot(kind):
+    from masking.pruning import SparsitySchedule
+
+    schedule = SparsitySchedule(0.5, kind=kind, end_step=4 if kind == "cubic" else None)
+    pruner = StructuredPruner(
+        randomise(small_vit()), method="movement", neurons=0.5, schedule=schedule
+    )
+    for step in range(5):
+        pruner.step(step)
+    settled = pruner.keeps()
+    with torch.no_grad():
+        for source in pruner.sources:  # the learned scores turn the ranking upside down
+            source.scores.neg_()
+    pruner.step(20)
+    changed = not all(torch.equal(a, b) for a, b in zip(settled, pruner.keeps()))
+    assert changed == (kind == "one_shot")
+    assert pruner.achieved_sparsity() == 0.5
