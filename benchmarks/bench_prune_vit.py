@@ -61,6 +61,8 @@ SETTINGS = {  # name -> (pruning.granularity, pruning.sparsity[, pruning.budget]
     ),
     "a MAC budget over every width: 30 % of the MACs the units run through, heads, MLP neurons "
     "and hidden channels ranked together": ("heads+neurons+hidden", 0.3, "macs"),
+    "a MAC budget over every width: 50 % of the MACs the units run through, heads, MLP neurons "
+    "and hidden channels ranked together": ("heads+neurons+hidden", 0.5, "macs"),
 }
 QUICK = (
     "50 % of heads and of MLP neurons",
