@@ -892,9 +892,9 @@ class StructuredPruner:
             ``hidden`` among them, of every tensor the residual stream's channels run through) to
             remove. Units are then ranked together, across blocks and kinds, by importance per
             cost, each relative to its structure's mean, and the lowest go until the fraction is
-            reached (overshooting by less than one unit; with the hidden width, whose channels'
-            costs overlap every other unit's, the exact count of what the kept shapes cost
-            decides); every structure keeps at least one unit.
+            reached (overshooting by less than one unit, or one run under ``round_to``; with the
+            hidden width, whose channels' costs overlap every other unit's, the exact count of
+            what the kept shapes cost decides); every structure keeps at least one unit.
         kinds: the units a ``params`` or ``macs`` budget takes from (default heads and neurons;
             any of heads, neurons and hidden).
         tokens: sequence length of the ``macs`` budget (a ViT's patches plus its class token).
