@@ -56,6 +56,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_int
 from ..layers.attention import SlimMultiheadAttention
 from .compact import check_equivalent
 from .estimators import ESTIMATORS, MagnitudeStats, MaskSource
@@ -958,9 +959,7 @@ class StructuredPruner:
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
             raise ValueError(f"tokens must be an int >= 1, got {tokens!r}")
         self.tokens = tokens
-        if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-            raise ValueError(f"round_to must be an int >= 1, got {round_to!r}")
-        self.round_to = round_to
+        self.round_to = check_int("round_to", round_to, 1)
         if self.budget is not None:
             if isinstance(kinds, str) or not kinds or any(k not in KINDS for k in kinds):
                 raise ValueError(
@@ -1146,11 +1145,7 @@ class StructuredPruner:
             while count < len(steps) and removed < goal:
                 removed += sum(float(costs[i][j]) for i, j in steps[count])
                 count += 1
-        sequence = [unit for step in steps[:count] for unit in step]
-        keeps = [torch.ones(len(c), dtype=torch.bool) for c in costs]
-        for i, j in sequence:
-            keeps[i][j] = False
-        for source, keep in zip(self.sources, keeps):
+        for source, keep in zip(self.sources, self._kept(steps[:count])):
             source.keep.copy_(keep.to(source.keep.device))
 
     def _removal_steps(self, ratios: Sequence[Tensor]) -> list[list[tuple[int, int]]]:
@@ -1172,6 +1167,14 @@ class StructuredPruner:
         # mean ratios rise along a structure's sorted units, so its runs stay in order
         return [run for _, _, run in sorted(runs, key=lambda r: (r[0], r[1]))]
 
+    def _kept(self, steps: Iterable[Sequence[tuple[int, int]]]) -> list[Tensor]:
+        """Per structure, the units left once every ``(structure, unit)`` of ``steps`` is gone."""
+        keeps = [torch.ones(s.size, dtype=torch.bool) for s in self.structures]
+        for step in steps:
+            for i, j in step:
+                keeps[i][j] = False
+        return keeps
+
     def _exact_count(
         self, steps: Sequence[Sequence[tuple[int, int]]], fraction: float, kind: str
     ) -> int:
@@ -1181,12 +1184,8 @@ class StructuredPruner:
         go, so a bisection finds it."""
 
         def removed_share(count: int) -> float:
-            keeps = [torch.ones(s.size, dtype=torch.bool) for s in self.structures]
-            for step in steps[:count]:
-                for i, j in step:
-                    keeps[i][j] = False
             params, before, after = _removed_and_macs(
-                self.structures, self._ledger, keeps, self.tokens
+                self.structures, self._ledger, self._kept(steps[:count]), self.tokens
             )
             if kind == "macs":
                 return (before - after) / max(before, 1e-12)
