@@ -297,3 +297,13 @@ def test_the_embedded_llamas_hidden_width_narrows_and_the_export_reloads(tmp_pat
     (ids,) = load_example_inputs(tmp_path / "run" / "export")
     with torch.no_grad():
         assert torch.isfinite(net(ids).logits).all()
+
+
+def test_the_job_keeps_mlp_neurons_in_multiples_of_eight_by_default(tmp_path):
+    # 64 neurons at 30 %: 45 kept unrounded, 48 at the job's pruning.round_to=8
+    overrides = ["pruning=magnitude", "pruning.granularity=neurons", "pruning.sparsity=0.3"]
+    finished_run(tmp_path / "run", *prune_lm_fast(tmp_path), *overrides, "task.finetune_steps=2")
+    report = read_json(tmp_path / "run" / "prune_report.json")
+    assert [(r["units"], r["kept_units"]) for r in report["layers"]] == [(64, 48)] * 2
+    net = load_pruned(tmp_path / "run" / "export", builders=trusted(None))
+    assert {layer.mlp.gate_proj.out_features for layer in net.model.layers} == {48}
