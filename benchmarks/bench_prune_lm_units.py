@@ -16,7 +16,10 @@ embeddings untouched), one ratio for the hidden size, the MLP and the heads,
 ``GroupMagnitudeImportance(p=2, group_reduction="mean")`` (the example's ``GroupNormImportance``,
 renamed in 1.6), ``round_to=4``, the output head ignored, one shot, the model's attributes updated
 afterwards; its ratio is chosen so that its MACs match ours, and it fine-tunes for the same steps
-with the job's optimizer and schedule.
+with the job's optimizer and schedule. Where ours removes key/value groups or MLP neurons (not the
+hidden width) at a fraction, a second Torch-Pruning row removes exactly those units at the same
+fraction (``pruning_ratio_dict`` for the attention's or the MLP's layers, every other width 0):
+the same units, so the same MACs, ranked by its importance.
 
 Torch-Pruning 1.6.0 does not finish building its dependency graph on grouped-query attention (the
 embedded model's 8 query heads in 4 key/value groups: over 10 minutes in
@@ -73,18 +76,30 @@ QUICK = (
 METHODS = ("magnitude", "taylor", "movement", "hard_concrete")
 
 
-def _tp_prune(net: nn.Module, ids: torch.Tensor, ratio: float) -> nn.Module:
+def _tp_prune(
+    net: nn.Module, ids: torch.Tensor, ratio: float, units: str | None = None
+) -> nn.Module:
     """Torch-Pruning's LLM recipe on a Hugging Face Llama, then the attributes its example updates.
-    Building the pruner traces the network (eval mode): the mode is restored."""
+    ``units``: None, its recipe (one ratio for the hidden size, the MLP and the heads); "heads",
+    "neurons" or "heads+neurons", those units and nothing else (the ratio given to the attention's
+    or the MLP's layers through ``pruning_ratio_dict``, every other width at 0). Building the pruner
+    traces the network (eval mode): the mode is restored."""
     import torch_pruning as tp
 
     config = net.config
-    heads = {}
+    heads, attention, mlps = {}, [], []
     for name, module in net.named_modules():
         if name.endswith("self_attn"):
             heads[module.q_proj] = config.num_attention_heads
             heads[module.k_proj] = config.num_key_value_heads
             heads[module.v_proj] = config.num_key_value_heads
+            attention.append(module.q_proj)
+        elif name.endswith("mlp") and hasattr(module, "gate_proj"):
+            mlps.append(module.gate_proj)
+    kinds = set() if units is None else set(units.split("+"))
+    if not kinds <= {"heads", "neurons"}:
+        raise ValueError(f"units must be None or heads and/or neurons joined by +, got {units!r}")
+    chosen = (attention if "heads" in kinds else []) + (mlps if "neurons" in kinds else [])
     training = net.training
     pruner = tp.pruner.MetaPruner(
         net,
@@ -92,12 +107,13 @@ def _tp_prune(net: nn.Module, ids: torch.Tensor, ratio: float) -> nn.Module:
         output_transform=lambda output: output.logits,
         importance=tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean"),
         global_pruning=False,
-        pruning_ratio=ratio,
+        pruning_ratio=ratio if units is None else 0.0,
+        pruning_ratio_dict={module: ratio for module in chosen} or None,
         ignored_layers=[net.lm_head],
         num_heads=heads,
         prune_num_heads=True,
         prune_head_dims=False,
-        head_pruning_ratio=ratio,
+        head_pruning_ratio=ratio if units is None or "heads" in kinds else 0.0,
         round_to=4,
     )
     net.train(training)
@@ -145,14 +161,17 @@ def finetune(cfg, net: nn.Module, datamodule, root: Path) -> None:
     trainer.fit(module, datamodule=datamodule)
 
 
-def torch_pruning_entry(cfg, dense, datamodule, ratio, root) -> dict:
+def torch_pruning_entry(cfg, dense, datamodule, ratio, root, units=None) -> dict:
     started = time.perf_counter()
-    net = _tp_prune(copy.deepcopy(dense), datamodule.example_input(1), ratio)
+    net = _tp_prune(copy.deepcopy(dense), datamodule.example_input(1), ratio, units)
     val = datamodule.val_dataloader()
     before = perplexity(net, val)
     finetune(cfg, net, datamodule, root)
     scores = {"masked_before_finetune": before, "final": perplexity(net, val)}
-    name = f"Torch-Pruning (group L2, ratio {ratio:.2f})"
+    if units is None:
+        name = f"Torch-Pruning (group L2, ratio {ratio:.2f})"
+    else:
+        name = f"Torch-Pruning, {units} only (group L2, ratio {ratio:.2f})"
     entry = _entry(cfg, name, dense, net, scores, datamodule, started)
     entry["hidden_size"] = net.config.hidden_size
     return entry
@@ -238,7 +257,11 @@ def main() -> None:
         "`prune_num_heads=True`, `prune_head_dims=False`, one ratio for the hidden size, MLP and "
         "heads, `GroupMagnitudeImportance(p=2, group_reduction='mean')` (the example's "
         "`GroupNormImportance`), `round_to=4`, `lm_head` "
-        "ignored, one shot), its ratio chosen so its MACs match ours, then the same fine-tuning.",
+        "ignored, one shot), its ratio chosen so its MACs match ours, then the same fine-tuning. "
+        "Where ours removes heads or MLP neurons at a fraction, a second Torch-Pruning row "
+        "removes the same units at the same fraction and nothing else: `pruning_ratio_dict` "
+        "gives the attention's (heads) and the MLP's (neurons) layers the fraction, every other "
+        "width 0.",
     ]
     grouped = net.num_key_value_heads != net.num_attention_heads
     if grouped:
@@ -257,6 +280,11 @@ def main() -> None:
         if not grouped:
             ratio, _ = _tp_ratio(dense, ids, rows[0]["final"]["macs"])
             rows.append(torch_pruning_entry(cfg, dense, datamodule, ratio, work / f"tp-{ratio}"))
+            if not budget and "hidden" not in granularity:  # the same units as ours
+                root = work / f"tp-{granularity}-{sparsity}"
+                rows.append(
+                    torch_pruning_entry(cfg, dense, datamodule, sparsity, root, granularity)
+                )
         results[setting] = {"granularity": SETTINGS[setting], "tp_ratio": ratio, "rows": rows}
         lines += ["", f"## {setting}", "", *table(rows, dense_ppl, batches)]
     payload = {

@@ -15,8 +15,10 @@ embedding and keeps the head count), so it runs its own recipe for a torchvision
 over every width (the residual stream, the attention and the MLPs) with one ratio, rounded to a
 multiple of the head count, the classifier in ``ignored_layers``, ``model.hidden_dim`` updated
 afterwards; its ratio is chosen per setting so that its MACs match ours as closely as its rounding
-allows. Importance: ``GroupTaylorImportance`` on gradients of ``TAYLOR_BATCHES`` training batches
-(its ``prune_timm_vit.py --pruning_type taylor``), and ``GroupMagnitudeImportance(p=2)`` (its
+allows; where ours removes MLP neurons alone, it also removes the same fraction of MLP neurons and
+nothing else (``pruning_ratio_dict`` on the MLPs' first layers). Importance:
+``GroupTaylorImportance`` on gradients of ``TAYLOR_BATCHES`` training batches (its
+``prune_timm_vit.py --pruning_type taylor``), and ``GroupMagnitudeImportance(p=2)`` (its
 ``l2`` recipe). Every entry fine-tunes for ``task.finetune_epochs`` with the experiment's optimizer
 and schedule, the network in train mode.
 """
@@ -72,19 +74,25 @@ METHODS = ("magnitude", "taylor", "movement", "hard_concrete")
 TAYLOR_BATCHES = 10  # prune_timm_vit.py's default --taylor_batchs
 
 
-def _tp_prune(net: nn.Module, example, importance, ratio: float, train_loader=None) -> nn.Module:
+def _tp_prune(
+    net: nn.Module, example, importance, ratio: float, train_loader=None, neurons_only=False
+) -> nn.Module:
     """Torch-Pruning's MetaPruner on a torchvision ViT, one shot, as its torchvision example sets
-    it up; Taylor importance takes its gradients first. Building the pruner traces the network,
-    which leaves it in eval mode: the mode is restored."""
+    it up; Taylor importance takes its gradients first. ``neurons_only``: the ratio goes to the
+    MLPs' first layers through ``pruning_ratio_dict`` and every other width stays (the same units
+    as ours at ``pruning.granularity=neurons``). Building the pruner traces the network, which
+    leaves it in eval mode: the mode is restored."""
     import torch_pruning as tp
 
     training = net.training
     heads = net.encoder.layers[0].num_heads
+    mlps = {layer.mlp[0]: ratio for layer in net.encoder.layers} if neurons_only else None
     pruner = tp.pruner.MetaPruner(
         net,
         example,
         importance=importance,
-        pruning_ratio=ratio,
+        pruning_ratio=0.0 if neurons_only else ratio,
+        pruning_ratio_dict=mlps,
         global_pruning=False,
         round_to=heads,
         ignored_layers=[net.heads],
@@ -114,7 +122,9 @@ def _tp_ratio(dense: nn.Module, example, target_macs: int) -> tuple[float, int]:
     return best
 
 
-def torch_pruning_entry(cfg, dense, datamodule, ratio, importance_name, root) -> dict:
+def torch_pruning_entry(
+    cfg, dense, datamodule, ratio, importance_name, root, neurons_only=False
+) -> dict:
     import torch_pruning as tp
 
     started = time.perf_counter()
@@ -126,7 +136,9 @@ def torch_pruning_entry(cfg, dense, datamodule, ratio, importance_name, root) ->
     else:
         importance, loader = tp.importance.GroupMagnitudeImportance(p=2), None
         name = f"Torch-Pruning (group L2, width ratio {ratio:.2f})"
-    _tp_prune(net, example, importance, ratio, loader)
+    if neurons_only:
+        name = name.replace("Torch-Pruning (", "Torch-Pruning, MLP neurons only (")
+    _tp_prune(net, example, importance, ratio, loader, neurons_only)
     val = datamodule.val_dataloader()
     before = evaluate(net, val)
     finetune(cfg, net, datamodule, root)
@@ -256,6 +268,13 @@ def replicate(overrides: list[str], methods, settings, work: Path) -> dict:
             torch_pruning_entry(cfg, dense, datamodule, ratio, kind, work / f"tp-{setting}-{kind}")
             for kind in ("taylor", "magnitude")
         ]
+        if granularity == "neurons" and not budget:  # the same units as ours
+            rows += [
+                torch_pruning_entry(
+                    cfg, dense, datamodule, sparsity, kind, work / f"tp-neurons-{kind}", True
+                )
+                for kind in ("taylor", "magnitude")
+            ]
         results[setting] = {"granularity": SETTINGS[setting], "tp_ratio": ratio, "rows": rows}
     return {"cfg": cfg, "dense_accuracy": dense_acc, "pretrained": origin, "results": results}
 
@@ -286,7 +305,9 @@ def header(cfg, dense_accuracy: str) -> list[str]:
         "stream (it cannot remove whole heads of `nn.MultiheadAttention`), `round_to` the head "
         "count, the classifier ignored, one shot; the ratio is chosen so its MACs match ours; "
         f"`GroupTaylorImportance` from {TAYLOR_BATCHES} training batches, or "
-        "`GroupMagnitudeImportance(p=2)`.",
+        "`GroupMagnitudeImportance(p=2)`. Where ours removes MLP neurons alone, two more "
+        "Torch-Pruning rows remove the same fraction of MLP neurons and nothing else "
+        "(`pruning_ratio_dict` on the MLPs' first layers, every other width 0).",
     ]
 
 

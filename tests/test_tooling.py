@@ -237,9 +237,14 @@ def test_language_model_units_benchmark_writes_ours_and_torch_pruning(tmp_path):
     payload = json.loads(out.with_suffix(".json").read_text())
     rows = payload["results"]["50 % of key/value groups and of MLP neurons"]["rows"]
     assert [r["method"] for r in rows[:2]] == ["ours: magnitude", "ours: taylor"]
-    assert rows[2]["method"].startswith("Torch-Pruning")
+    assert rows[2]["method"].startswith("Torch-Pruning (group L2")
     assert all(r["final"]["macs"] < r["dense"]["macs"] for r in rows)
     assert all(r["perplexity"]["final"] > 1 for r in rows)
+    # the second peer row removes the same units and nothing else: the residual stream stays whole
+    # and its MACs are ours (our neurons in multiples of 8, its in multiples of 4: 32 of 64 each)
+    same = rows[3]
+    assert same["method"].startswith("Torch-Pruning, heads+neurons only")
+    assert same["hidden_size"] == 32 and same["final"]["macs"] == rows[0]["final"]["macs"]
     widths = payload["results"]["25 % of key/value groups, of MLP neurons and of the hidden width"]
     assert widths["rows"][2]["method"].startswith("Torch-Pruning")
     assert all(r["final"]["macs"] < r["dense"]["macs"] for r in widths["rows"])
