@@ -168,10 +168,8 @@ def torch_pruning_entry(cfg, dense, datamodule, ratio, root, units=None) -> dict
     before = perplexity(net, val)
     finetune(cfg, net, datamodule, root)
     scores = {"masked_before_finetune": before, "final": perplexity(net, val)}
-    if units is None:
-        name = f"Torch-Pruning (group L2, ratio {ratio:.2f})"
-    else:
-        name = f"Torch-Pruning, {units} only (group L2, ratio {ratio:.2f})"
+    who = "Torch-Pruning" if units is None else f"Torch-Pruning, {units} only"
+    name = f"{who} (group L2, ratio {ratio:.2f})"
     entry = _entry(cfg, name, dense, net, scores, datamodule, started)
     entry["hidden_size"] = net.config.hidden_size
     return entry

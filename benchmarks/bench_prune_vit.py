@@ -130,14 +130,13 @@ def torch_pruning_entry(
     started = time.perf_counter()
     net = copy.deepcopy(dense)
     example = datamodule.example_input(2)
+    who = "Torch-Pruning, MLP neurons only" if neurons_only else "Torch-Pruning"
     if importance_name == "taylor":
         importance, loader = tp.importance.GroupTaylorImportance(), datamodule.train_dataloader()
-        name = f"Torch-Pruning (group Taylor, {TAYLOR_BATCHES} batches, width ratio {ratio:.2f})"
+        name = f"{who} (group Taylor, {TAYLOR_BATCHES} batches, width ratio {ratio:.2f})"
     else:
         importance, loader = tp.importance.GroupMagnitudeImportance(p=2), None
-        name = f"Torch-Pruning (group L2, width ratio {ratio:.2f})"
-    if neurons_only:
-        name = name.replace("Torch-Pruning (", "Torch-Pruning, MLP neurons only (")
+        name = f"{who} (group L2, width ratio {ratio:.2f})"
     _tp_prune(net, example, importance, ratio, loader, neurons_only)
     val = datamodule.val_dataloader()
     before = evaluate(net, val)

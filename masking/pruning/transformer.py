@@ -956,9 +956,7 @@ class StructuredPruner:
                 f"give fractions of heads, neurons or hidden, or one budget (params or macs), got "
                 f"{', '.join(given)}"
             )
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
-            raise ValueError(f"tokens must be an int >= 1, got {tokens!r}")
-        self.tokens = tokens
+        self.tokens = check_int("tokens", tokens, 1)
         self.round_to = check_int("round_to", round_to, 1)
         if self.budget is not None:
             if isinstance(kinds, str) or not kinds or any(k not in KINDS for k in kinds):
