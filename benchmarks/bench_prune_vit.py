@@ -2,14 +2,14 @@
 ViT recipe, on the same dense model with the same fine-tuning budget: accuracy, params, MACs and
 latency.
 
-    python benchmarks/bench_prune_vit.py            # 6 settings x 4 estimators, Torch-Pruning
+    python benchmarks/bench_prune_vit.py            # every setting x 4 estimators, Torch-Pruning
     python benchmarks/bench_prune_vit.py --quick    # 1 fine-tuning epoch, 2 estimators, 2 settings
     python benchmarks/bench_prune_vit.py --seeds 0 1 2 --settings ...   # whole runs per seed
 
 The dense model is ``experiment=prune_vit``'s ViT on the digits (trained and cached on first use,
 exactly as ``python run.py experiment=prune_vit`` does). Ours: ``pruning=<method>`` with
-``pruning.granularity=heads|neurons|hidden`` (or several joined by ``+``) at the experiment's
-defaults, compacted.
+``pruning.granularity=heads|head_dims|neurons|hidden`` (or several joined by ``+``) at the
+experiment's defaults, compacted.
 Torch-Pruning cannot remove whole heads of ``nn.MultiheadAttention`` (its handler narrows the
 embedding and keeps the head count), so it runs its own recipe for a torchvision ViT: MetaPruner
 over every width (the residual stream, the attention and the MLPs) with one ratio, rounded to a
@@ -53,6 +53,7 @@ SETTINGS = {  # name -> (pruning.granularity, pruning.sparsity[, pruning.budget]
     "25 % of heads": ("heads", 0.25),
     "50 % of heads": ("heads", 0.5),
     "50 % of MLP neurons": ("neurons", 0.5),
+    "50 % of head features (every head thinner)": ("head_dims", 0.5),
     "50 % of heads and of MLP neurons": ("heads+neurons", 0.5),
     "25 % of the hidden width": ("hidden", 0.25),
     "25 % of heads, of MLP neurons and of the hidden width": ("heads+neurons+hidden", 0.25),
@@ -61,10 +62,14 @@ SETTINGS = {  # name -> (pruning.granularity, pruning.sparsity[, pruning.budget]
         0.5,
         "macs",
     ),
+    "a MAC budget: 50 % of the attention and MLP MACs, head features and MLP neurons ranked "
+    "together": ("head_dims+neurons", 0.5, "macs"),
     "a MAC budget over every width: 30 % of the MACs the units run through, heads, MLP neurons "
     "and hidden channels ranked together": ("heads+neurons+hidden", 0.3, "macs"),
     "a MAC budget over every width: 50 % of the MACs the units run through, heads, MLP neurons "
     "and hidden channels ranked together": ("heads+neurons+hidden", 0.5, "macs"),
+    "a MAC budget over every width: 50 % of the MACs the units run through, head features, MLP "
+    "neurons and hidden channels ranked together": ("head_dims+neurons+hidden", 0.5, "macs"),
 }
 QUICK = (
     "50 % of heads and of MLP neurons",
@@ -292,7 +297,7 @@ def header(cfg, dense_accuracy: str) -> list[str]:
         "same run, interleaved.",
         "",
         "Settings. Ours: `python run.py experiment=prune_vit pruning=<method> "
-        "pruning.granularity=<heads|neurons|hidden, or several joined by +> "
+        "pruning.granularity=<heads|head_dims|neurons|hidden, or several joined by +> "
         "pruning.sparsity=<s>` (the same fraction of each; per-layer "
         f"allocation, kept neurons and hidden channels multiples of {cfg.pruning.round_to} "
         "(`pruning.round_to`), cubic schedule over the first half of the fine-tuning, "

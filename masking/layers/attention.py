@@ -6,7 +6,9 @@ cannot be expressed with it. :class:`SlimMultiheadAttention` keeps its calling c
 key, value`` in, ``(output, weights)`` out, the same mask arguments, ``batch_first``) and its
 parameter layout (a fused ``in_proj_weight`` of q, k and v rows, an ``out_proj`` linear), with
 ``head_dim`` stored rather than derived, so head compaction (``masking.pruning.transformer``) can put
-it where an ``nn.MultiheadAttention`` was and the model keeps working unchanged.
+it where an ``nn.MultiheadAttention`` was and the model keeps working unchanged. Queries and keys
+may be narrower or wider per head than values (``head_dim`` and ``value_dim``): what compaction of
+head dimensions leaves.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ class SlimMultiheadAttention(nn.Module):
     Args:
         embed_dim: the model width (of query, key, value and of the output).
         num_heads: the number of heads (at least 1).
-        head_dim: features per head.
+        head_dim: features per head of the queries and keys (the scores scale by
+            ``head_dim ** -0.5``).
+        value_dim: features per head of the values (default ``head_dim``); the output projection
+            reads ``num_heads · value_dim`` features.
         bias: whether the in- and out-projections have biases.
         dropout: dropout on the attention weights in training.
         batch_first: inputs and outputs are ``(batch, seq, feature)`` (else ``(seq, batch,
@@ -49,6 +54,7 @@ class SlimMultiheadAttention(nn.Module):
         num_heads: int,
         head_dim: int,
         *,
+        value_dim: int | None = None,
         bias: bool = True,
         dropout: float = 0.0,
         batch_first: bool = False,
@@ -56,37 +62,49 @@ class SlimMultiheadAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        value_dim = head_dim if value_dim is None else value_dim
         for name, value in (
             ("embed_dim", embed_dim),
             ("num_heads", num_heads),
             ("head_dim", head_dim),
+            ("value_dim", value_dim),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = head_dim
+        self.value_dim = value_dim
         self.dropout = float(dropout)
         self.batch_first = batch_first
-        inner = num_heads * head_dim
+        rows = num_heads * (2 * head_dim + value_dim)
         factory = {"device": device, "dtype": dtype}
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * inner, embed_dim, **factory))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * inner, **factory)) if bias else None
-        self.out_proj = nn.Linear(inner, embed_dim, bias=bias, **factory)
+        self.in_proj_weight = nn.Parameter(torch.empty(rows, embed_dim, **factory))
+        self.in_proj_bias = nn.Parameter(torch.zeros(rows, **factory)) if bias else None
+        self.out_proj = nn.Linear(num_heads * value_dim, embed_dim, bias=bias, **factory)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     @classmethod
     def like(
-        cls, module: nn.Module, num_heads: int, embed_dim: int | None = None
+        cls,
+        module: nn.Module,
+        num_heads: int,
+        embed_dim: int | None = None,
+        head_dim: int | None = None,
+        value_dim: int | None = None,
     ) -> SlimMultiheadAttention:
-        """An uninitialised attention with ``module``'s head size, bias, dropout and layout
-        (``module`` is an ``nn.MultiheadAttention`` or a ``SlimMultiheadAttention``), ``num_heads``
-        heads and ``embed_dim`` (default ``module``'s) model width."""
+        """An uninitialised attention with ``module``'s bias, dropout and layout (``module`` is an
+        ``nn.MultiheadAttention`` or a ``SlimMultiheadAttention``), ``num_heads`` heads, and
+        ``embed_dim``, ``head_dim`` and ``value_dim`` (default ``module``'s)."""
         weight = module.in_proj_weight
+        head_dim = module.head_dim if head_dim is None else head_dim
+        if value_dim is None:
+            value_dim = getattr(module, "value_dim", module.head_dim)
         return cls(
             module.embed_dim if embed_dim is None else embed_dim,
             num_heads,
-            module.head_dim,
+            head_dim,
+            value_dim=value_dim,
             bias=module.in_proj_bias is not None,
             dropout=module.dropout,
             batch_first=module.batch_first,
@@ -120,21 +138,28 @@ class SlimMultiheadAttention(nn.Module):
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         batch, length, _ = query.shape
         source = key.shape[1]
-        heads, size = self.num_heads, self.head_dim
-        inner = heads * size
+        heads, size, value_size = self.num_heads, self.head_dim, self.value_dim
+        widths = [heads * size, heads * size, heads * value_size]
+        sizes = (size, size, value_size)
         if fused:
-            q, k, v = (
-                F.linear(query, self.in_proj_weight, self.in_proj_bias)
-                .view(batch, length, 3, heads, size)
-                .permute(2, 0, 3, 1, 4)  # (3, batch, heads, seq, head_dim)
-                .unbind(0)
-            )
+            projected = F.linear(query, self.in_proj_weight, self.in_proj_bias)
+            if value_size == size:
+                q, k, v = (
+                    projected.view(batch, length, 3, heads, size)
+                    .permute(2, 0, 3, 1, 4)  # (3, batch, heads, seq, head_dim)
+                    .unbind(0)
+                )
+            else:
+                q, k, v = (
+                    part.view(batch, length, heads, d).transpose(1, 2)
+                    for part, d in zip(projected.split(widths, -1), sizes)
+                )
         else:
-            weight = self.in_proj_weight.split(inner)
-            bias = [None] * 3 if self.in_proj_bias is None else self.in_proj_bias.split(inner)
+            weight = self.in_proj_weight.split(widths)
+            bias = [None] * 3 if self.in_proj_bias is None else self.in_proj_bias.split(widths)
             q, k, v = (
-                F.linear(x, w, b).view(batch, x.shape[1], heads, size).transpose(1, 2)
-                for x, w, b in zip((query, key, value), weight, bias)
+                F.linear(x, w, b).view(batch, x.shape[1], heads, d).transpose(1, 2)
+                for x, w, b, d in zip((query, key, value), weight, bias, sizes)
             )
         bias = self._score_bias(attn_mask, key_padding_mask, is_causal, batch, length, source, q)
         dropout = self.dropout if self.training else 0.0
@@ -148,7 +173,7 @@ class SlimMultiheadAttention(nn.Module):
             weights = probabilities if need_weights else None
         else:
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
-        output = self.out_proj(attended.transpose(1, 2).reshape(batch, length, inner))
+        output = self.out_proj(attended.transpose(1, 2).reshape(batch, length, heads * value_size))
         if unbatched:
             output = output.squeeze(0)
         elif not self.batch_first:
@@ -185,9 +210,10 @@ class SlimMultiheadAttention(nn.Module):
         return bias
 
     def extra_repr(self) -> str:
+        value = "" if self.value_dim == self.head_dim else f", value_dim={self.value_dim}"
         return (
-            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
-            f"batch_first={self.batch_first}"
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, head_dim={self.head_dim}"
+            f"{value}, batch_first={self.batch_first}"
         )
 
 

@@ -54,6 +54,7 @@ CHANNEL_ATTRIBUTES = (
     # head and neuron compaction (masking.pruning.transformer)
     "num_heads",
     "head_dim",
+    "value_dim",  # a SlimMultiheadAttention's values per head, after head-dimension compaction
     "split_size",
     "num_attention_heads",
     "num_key_value_heads",
@@ -91,6 +92,8 @@ _REPLACEMENTS: dict[str, tuple[tuple[type[nn.Module], ...], Callable[..., nn.Mod
             module,
             num_heads=attributes.get("num_heads", module.num_heads),
             embed_dim=attributes.get("embed_dim", module.embed_dim),
+            head_dim=attributes.get("head_dim", module.head_dim),
+            value_dim=attributes.get("value_dim"),
         ),
     ),
 }

@@ -4,6 +4,12 @@ A transformer has three kinds of structure that can go without changing the mode
 
 - **heads**: one unit per attention head, or per key/value group under grouped-query attention
   (the query heads that share a key/value head go with it, so the grouping survives);
+- **head_dims**: one unit per feature of a head's queries and keys (a query row and its key row) and
+  one per feature of its values (a value row and its output-projection column), every head
+  keeping as many of each as the others (``nn.MultiheadAttention``, torchvision's ViT): the heads
+  stay, thinner. The mask multiplies the query row (and its bias), which takes the feature out of
+  the scores exactly, and the output column, which takes the value feature out of the output;
+  compaction folds the change of the ``head_dim ** -0.5`` scale into the kept query rows;
 - **neurons**: one unit per MLP hidden neuron (for a gated MLP such as SwiGLU, the gate, up and down
   projections' rows and column of that neuron together);
 - **hidden**: one unit per channel of the residual stream, shared by every block (torchvision's
@@ -75,7 +81,7 @@ __all__ = [
     "find_structures",
 ]
 
-KINDS = ("heads", "neurons", "hidden")
+KINDS = ("heads", "head_dims", "neurons", "hidden")
 STRUCTURED_METHODS = ("magnitude", "taylor", "movement", "hard_concrete")
 SUPPORTED_ATTENTION = (
     "torch.nn.MultiheadAttention (torchvision ViT)",
@@ -93,8 +99,8 @@ RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")
 
 
 class UnitGranularity:
-    """What a :class:`StructuredPruner` removes (``heads``, ``neurons``, ``hidden`` or several
-    joined by ``+``), in the terms the pruning reports use for a granularity."""
+    """What a :class:`StructuredPruner` removes (``heads``, ``head_dims``, ``neurons``, ``hidden``
+    or several joined by ``+``), in the terms the pruning reports use for a granularity."""
 
     structured = True  # compaction removes the units
     fixed_sparsity = None
@@ -109,7 +115,8 @@ class UnitGranularity:
 
     @classmethod
     def parse(cls, text: str) -> UnitGranularity | None:
-        """``heads``, ``neurons``, ``hidden`` or several joined by ``+``; None for anything else."""
+        """``heads``, ``head_dims``, ``neurons``, ``hidden`` or several joined by ``+``; None for
+        anything else."""
         parts = text.split("+") if isinstance(text, str) else []
         if not parts or any(part not in KINDS for part in parts) or len(set(parts)) != len(parts):
             return None
@@ -144,17 +151,20 @@ class Structure:
 
     Attributes:
         name: qualified name of the module (the attention or MLP, or the BERT layer for its MLP).
-        kind: ``"heads"`` or ``"neurons"``.
+        kind: ``"heads"``, ``"head_dims"``, ``"neurons"`` or ``"hidden"``.
         family: which adapter found it (``mha``, ``llama``, ``gpt2``, ``bert``, ``mlp_block``,
             ``gated_mlp``, ``gpt2_mlp``, ``bert_mlp``).
         module: the module itself.
-        size: the number of units (heads, key/value groups or neurons).
+        size: the number of units (heads, key/value groups, head features or neurons).
         slices: every parameter part the units own (rows of the input projections, columns of the
             output projection).
         output: the slice the mask multiplies (the output projection's columns).
         heads_per_unit: query heads per unit (the grouped-query ratio; 1 for neurons).
-        head_dim: features per head (1 for neurons).
+        head_dim: query and key features per head (1 for neurons).
+        value_dim: value features per head (0: as many as ``head_dim``).
         writers: further slices the mask multiplies (the hidden width's writers after ``output``).
+        gates: further ``(module, param, dim, indices, their units)`` the mask multiplies at some
+            indices only (a head feature's query row).
         norms: layer norms that read the units (the hidden width's), masked while pruning.
         tied: the LM head shares the token embedding's weight (re-tied after compaction).
     """
@@ -168,12 +178,20 @@ class Structure:
     output: Slice
     heads_per_unit: int = 1
     head_dim: int = 1
+    value_dim: int = 0
     writers: list[Slice] = field(default_factory=list)
+    gates: list[tuple[nn.Module, str, int, Tensor, Tensor]] = field(default_factory=list)
     norms: list[nn.Module] = field(default_factory=list)
     tied: bool = False
     compact_fn: Callable[[Structure, Tensor, nn.Module], None] | None = field(
         default=None, repr=False
     )
+
+    @property
+    def width(self) -> int:
+        """Query, key and value features of one head: its scores and weighted sum cost
+        ``tokens² · width`` multiply-accumulates."""
+        return self.head_dim + (self.value_dim or self.head_dim)
 
     def unit_params(self) -> Tensor:
         """Parameters each unit owns (removed with it)."""
@@ -186,8 +204,8 @@ class Structure:
 
     def unit_macs(self, tokens: int) -> Tensor:
         """Multiply-accumulates each unit costs per sequence of ``tokens`` tokens: its weights once
-        per token, and for heads the scores and the weighted sum (``2 · tokens² · head_dim`` per
-        query head)."""
+        per token, and for heads the scores and the weighted sum (``tokens² · width`` per query
+        head; ``tokens²`` per head feature)."""
         macs = torch.zeros(self.size, dtype=torch.double)
         for piece in self.slices:  # biases, norms and embeddings are additions
             tensor = _original(piece.module, piece.param)
@@ -197,7 +215,9 @@ class Structure:
                     torch.bincount(piece.unit, minlength=self.size).double() * per_index * tokens
                 )
         if self.kind == "heads":
-            macs += 2.0 * tokens * tokens * self.head_dim * self.heads_per_unit
+            macs += float(tokens * tokens * self.width * self.heads_per_unit)
+        elif self.kind == "head_dims":
+            macs += float(tokens * tokens)
         return macs
 
     def magnitude(self) -> Tensor:
@@ -250,13 +270,15 @@ def _mha(name: str, module: nn.Module) -> Structure:
         raise ValueError(
             f"{name}: nn.MultiheadAttention with add_bias_kv or add_zero_attn is not supported"
         )
-    heads, head_dim = module.num_heads, module.head_dim
+    heads, head_dim, value_dim = _mha_dims(module)
     inner = heads * head_dim
-    rows = torch.arange(3 * inner) % inner // head_dim
+    rows = torch.cat(
+        [torch.arange(2 * inner) % inner // head_dim, _blocks(heads * value_dim, value_dim)]
+    )
     slices = [Slice(module, "in_proj_weight", 0, rows)]
     if module.in_proj_bias is not None:
         slices.append(Slice(module, "in_proj_bias", 0, rows))
-    output = Slice(module.out_proj, "weight", 1, _blocks(inner, head_dim))
+    output = Slice(module.out_proj, "weight", 1, _blocks(heads * value_dim, value_dim))
     slices.append(output)
     return _structure(
         name,
@@ -267,7 +289,44 @@ def _mha(name: str, module: nn.Module) -> Structure:
         slices,
         output,
         head_dim=head_dim,
+        value_dim=value_dim,
         compact_fn=_compact_mha,
+    )
+
+
+def _mha_dims(module: nn.Module) -> tuple[int, int, int]:
+    """Heads, query/key features per head and value features per head of an attention."""
+    return module.num_heads, module.head_dim, getattr(module, "value_dim", module.head_dim)
+
+
+def _mha_features(name: str, module: nn.Module) -> Structure:
+    """The head features of an ``nn.MultiheadAttention``: units ``h · head_dim + d`` are query/key
+    feature ``d`` of head ``h``, then ``heads · head_dim + h · value_dim + d`` value feature ``d``."""
+    heads_structure = _mha(name, module)  # the same checks
+    heads, head_dim, value_dim = _mha_dims(module)
+    inner = heads * head_dim
+    qk = torch.arange(inner)
+    values = inner + torch.arange(heads * value_dim)
+    rows = torch.cat([qk, qk, values])
+    slices = [Slice(module, "in_proj_weight", 0, rows)]
+    gates = [(module, "in_proj_weight", 0, torch.arange(inner), qk)]
+    if module.in_proj_bias is not None:
+        slices.append(Slice(module, "in_proj_bias", 0, rows))
+        gates.append((module, "in_proj_bias", 0, torch.arange(inner), qk))
+    output = Slice(module.out_proj, "weight", 1, values)
+    slices.append(output)
+    return _structure(
+        name,
+        "head_dims",
+        "mha_features",
+        heads_structure.module,
+        heads * (head_dim + value_dim),
+        slices,
+        output,
+        head_dim=head_dim,
+        value_dim=value_dim,
+        gates=gates,
+        compact_fn=_compact_mha_features,
     )
 
 
@@ -662,17 +721,22 @@ def find_structures(
     Args:
         model: a torchvision ViT, a Hugging Face Llama-family, GPT-2 or BERT model, or any model
             built from the supported attention and MLP modules (see the module docstring).
-        kinds: which structures to find (``heads``, ``neurons``).
+        kinds: which structures to find (``heads``, ``head_dims``, ``neurons``, ``hidden``).
         exclude: qualified names (or glob patterns) of modules to leave alone.
 
     Raises:
         ValueError: an attention module of an unsupported class (named, with the supported list),
-            or no structure at all.
+            head_dims on an attention other than ``nn.MultiheadAttention``, heads and head_dims
+            together, or no structure at all.
     """
     kinds = tuple(kinds)
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"kinds: expected entries of {', '.join(KINDS)}, got {kind!r}")
+    if "heads" in kinds and "head_dims" in kinds:
+        raise ValueError(
+            "kinds: heads and head_dims both cut the attention's q/k/v rows; give one of them"
+        )
     found: list[Structure] = []
     if "hidden" in kinds:
         if _is_vit(model):
@@ -692,8 +756,9 @@ def find_structures(
             inside.append(name)
             continue
         family = _match(module)
+        attention = "heads" in kinds or "head_dims" in kinds
         if family is None:
-            if "heads" in kinds and _looks_like_attention(module):
+            if attention and _looks_like_attention(module):
                 raise ValueError(
                     f"{name or 'the model'} is a {type(module).__name__}, which head pruning does "
                     f"not support; supported: {'; '.join(SUPPORTED_ATTENTION)}"
@@ -704,6 +769,13 @@ def find_structures(
             found.append(structure)
         if structure.kind == "heads":
             inside.append(name)  # its projections are not MLPs
+            if "head_dims" in kinds:
+                if family != "mha":
+                    raise ValueError(
+                        f"head_dims: thinning heads supports {SUPPORTED_ATTENTION[0]}; {name} is a "
+                        f"{type(module).__name__} (prune its whole heads with heads)"
+                    )
+                found.append(_mha_features(name, module))
     if not found:
         raise ValueError(
             f"no {' or '.join(kinds)} found: the model has none of the supported attention and MLP "
@@ -746,10 +818,12 @@ def _compact_generic(structure: Structure, keep: Tensor, model: nn.Module) -> No
 def _slim_copy(old: nn.Module, keep: Tensor) -> SlimMultiheadAttention:
     """A :class:`SlimMultiheadAttention` with ``old``'s weights of the heads ``keep`` marks."""
     slim = SlimMultiheadAttention.like(old, num_heads=int(keep.sum()))
-    inner = old.num_heads * old.head_dim
-    rows = torch.arange(3 * inner) % inner // old.head_dim
+    heads, head_dim, value_dim = _mha_dims(old)
+    inner = heads * head_dim
+    values = _blocks(heads * value_dim, value_dim)
+    rows = torch.cat([torch.arange(2 * inner) % inner // head_dim, values])
     index = torch.nonzero(keep[rows]).flatten()
-    columns = torch.nonzero(keep[_blocks(inner, old.head_dim)]).flatten()
+    columns = torch.nonzero(keep[values]).flatten()
     with torch.no_grad():
         slim.in_proj_weight.copy_(old.in_proj_weight.index_select(0, index))
         if old.in_proj_bias is not None:
@@ -763,6 +837,44 @@ def _slim_copy(old: nn.Module, keep: Tensor) -> SlimMultiheadAttention:
 
 def _compact_mha(structure: Structure, keep: Tensor, model: nn.Module) -> None:
     slim = _slim_copy(structure.module, keep)
+    _replace(model, structure.name, slim)
+    structure.module = slim
+
+
+def _compact_mha_features(structure: Structure, keep: Tensor, model: nn.Module) -> None:
+    """Thinner heads: the kept query/key and value features of every head (as many per head),
+    the scale's change folded into the query rows so the scores stay as they were."""
+    old = structure.module
+    heads, head_dim, value_dim = _mha_dims(old)
+    inner = heads * head_dim
+    qk, values = keep[:inner].view(heads, head_dim), keep[inner:].view(heads, value_dim)
+    counts = {int(c) for c in qk.sum(1)}, {int(c) for c in values.sum(1)}
+    if any(len(c) != 1 or 0 in c for c in counts):
+        raise CompactionError(
+            f"{structure.name}: every head must keep as many query/key features as the others, "
+            f"and as many value features, at least one of each; kept {qk.sum(1).tolist()} and "
+            f"{values.sum(1).tolist()}"
+        )
+    kept_qk, kept_values = (c.pop() for c in counts)
+    q_rows = torch.nonzero(qk.flatten()).flatten()
+    columns = torch.nonzero(values.flatten()).flatten()
+    index = torch.cat([q_rows, inner + q_rows, 2 * inner + columns])
+    slim = SlimMultiheadAttention.like(
+        old, num_heads=heads, head_dim=kept_qk, value_dim=kept_values
+    )
+    scale = (kept_qk / head_dim) ** 0.5  # q·k / √head_dim = (scale·q)·k / √kept_qk
+    with torch.no_grad():
+        weight = old.in_proj_weight.index_select(0, index)
+        weight[: len(q_rows)] *= scale
+        slim.in_proj_weight.copy_(weight)
+        if old.in_proj_bias is not None:
+            bias = old.in_proj_bias.index_select(0, index)
+            bias[: len(q_rows)] *= scale
+            slim.in_proj_bias.copy_(bias)
+        slim.out_proj.weight.copy_(old.out_proj.weight.index_select(1, columns))
+        if old.out_proj.bias is not None:
+            slim.out_proj.bias.copy_(old.out_proj.bias)
+    slim.train(old.training)
     _replace(model, structure.name, slim)
     structure.module = slim
 
@@ -885,6 +997,10 @@ class StructuredPruner:
             (L0 gates, Louizos et al. 2018; for heads, Voita et al. 2019).
         heads: fraction of attention heads (key/value groups under grouped-query attention) to
             remove, in [0, 1); 0 leaves attention alone.
+        head_dims: fraction of the heads' query/key and value features to remove, in [0, 1)
+            (``nn.MultiheadAttention`` only; not with ``heads``): every head of an attention
+            keeps as many of each as the others and at least one of each, so the fraction is
+            rounded up to whole features of every head.
         neurons: fraction of MLP hidden neurons to remove, in [0, 1); 0 leaves the MLPs alone.
         hidden: fraction of the residual stream's channels to remove, in [0, 1) (a torchvision
             ``VisionTransformer`` or a Llama-family LM); 0 keeps the width.
@@ -897,12 +1013,13 @@ class StructuredPruner:
             hidden width, whose channels' costs overlap every other unit's, the exact count of
             what the kept shapes cost decides); every structure keeps at least one unit.
         kinds: the units a ``params`` or ``macs`` budget takes from (default heads and neurons;
-            any of heads, neurons and hidden).
+            any of heads, head_dims, neurons and hidden; not heads with head_dims).
         tokens: sequence length of the ``macs`` budget (a ViT's patches plus its class token).
         round_to: every structure keeps a multiple of this many MLP neurons and hidden channels
             (or all of them), so the compacted matrices keep the widths fast kernels tile well;
             fractions are rounded up to it, a budget removes units in whole multiples. Heads
-            are whole already and are not rounded. 1 keeps any count.
+            are whole already and head features go one of every head at a time: neither is
+            rounded. 1 keeps any count.
         schedule: its shape: at step ``t`` each kind is at ``schedule(t) / schedule.target`` of
             its fraction (:meth:`step` and :meth:`set_sparsity` take and return the schedule's
             value); default one shot to ``max(heads, neurons)``.
@@ -920,6 +1037,7 @@ class StructuredPruner:
         *,
         method: str = "magnitude",
         heads: float = 0.0,
+        head_dims: float = 0.0,
         neurons: float = 0.0,
         hidden: float = 0.0,
         params: float = 0.0,
@@ -944,6 +1062,7 @@ class StructuredPruner:
             raise ValueError(f"allocation: expected 'layer' or 'global', got {allocation!r}")
         self.targets = {
             "heads": check_sparsity("heads", heads),
+            "head_dims": check_sparsity("head_dims", head_dims),
             "neurons": check_sparsity("neurons", neurons),
             "hidden": check_sparsity("hidden", hidden),
         }
@@ -953,7 +1072,8 @@ class StructuredPruner:
         if len(budget) > 1 or (budget and any(self.targets.values())):
             given = [n for n, v in {**self.targets, **budgets}.items() if v > 0]
             raise ValueError(
-                f"give fractions of heads, neurons or hidden, or one budget (params or macs), got "
+                "give fractions of heads, head_dims, neurons or hidden, or one budget (params or "
+                f"macs), got "
                 f"{', '.join(given)}"
             )
         self.tokens = check_int("tokens", tokens, 1)
@@ -969,7 +1089,8 @@ class StructuredPruner:
             kinds = [kind for kind, value in self.targets.items() if value > 0]
         if not kinds:
             raise ValueError(
-                "heads, neurons and hidden are all 0: give a fraction of one of them to remove"
+                "heads, head_dims, neurons and hidden are all 0: give a fraction of one of them to "
+                "remove"
             )
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty >= 0:
             raise ValueError(f"penalty must be a number >= 0, got {penalty!r}")
@@ -1031,6 +1152,14 @@ class StructuredPruner:
                     writer.module,
                     writer.param,
                     HadamardMask(source, self._units, dim=writer.dim, first=False),
+                )
+            for module, param, dim, rows, units in structure.gates:
+                attach(
+                    module,
+                    param,
+                    HadamardMask(
+                        source, self._units, dim=dim, rows=rows, channels=units, first=False
+                    ),
                 )
             _mask_norms(structure, source)
             self.sources.append(source)
@@ -1115,6 +1244,9 @@ class StructuredPruner:
                 continue
             sparsity = min(target * progress, target)
             importances = [self.sources[i].importance() for i in chosen]
+            if kind == "head_dims":
+                self._select_features(chosen, importances, sparsity)
+                continue
             keeps = self._units.select(
                 importances,
                 sparsity,
@@ -1123,6 +1255,36 @@ class StructuredPruner:
             )
             for i, keep in zip(chosen, keeps):
                 self.sources[i].keep.copy_(keep)
+
+    def _select_features(
+        self, chosen: Sequence[int], importances: Sequence[Tensor], sparsity: float
+    ) -> None:
+        """Head features at a fraction: whole runs (one feature of every head of an attention,
+        see :func:`_feature_runs`) go in order of their mean importance until ``sparsity`` of the
+        features of each attention (``layer``) or of all of them (``global``) are gone."""
+        runs = [
+            (mean, order, i, run)
+            for i, importance in zip(chosen, importances)
+            for order, (mean, run) in enumerate(
+                _feature_runs(self.structures[i], importance.detach().double().cpu())
+            )
+        ]
+        runs.sort(key=lambda r: (r[0], r[1]))
+        goal = {i: sparsity * self.structures[i].size for i in chosen}
+        total_goal = sum(goal.values())
+        removed, total, steps = dict.fromkeys(chosen, 0), 0, []
+        for _, _, i, run in runs:
+            if self.allocation == "layer":
+                if removed[i] >= goal[i] - 1e-9:
+                    continue
+            elif total >= total_goal - 1e-9:
+                break
+            steps.append([(i, j) for j in run])
+            removed[i] += len(run)
+            total += len(run)
+        keeps = self._kept(steps)
+        for i in chosen:
+            self.sources[i].keep.copy_(keeps[i].to(self.sources[i].keep.device))
 
     def _select_budget(self, fraction: float) -> None:
         """Remove the units of least importance per cost until ``fraction`` of the cost is gone."""
@@ -1153,6 +1315,10 @@ class StructuredPruner:
         order of their mean ratio, and every structure keeps its last unit (its last multiple)."""
         runs: list[tuple[float, int, list[tuple[int, int]]]] = []
         for i, (structure, ratio) in enumerate(zip(self.structures, ratios)):
+            if structure.kind == "head_dims":  # one feature of every head at a time
+                for mean, run in _feature_runs(structure, ratio):
+                    runs.append((mean, len(runs), [(i, j) for j in run]))
+                continue
             step = 1 if structure.kind == "heads" else self.round_to
             order = torch.argsort(ratio, stable=True).tolist()
             floor = min(step, structure.size)
@@ -1295,7 +1461,9 @@ class StructuredPruner:
         keeps = self.keeps()
         for structure, keep in zip(self.structures, keeps):
             if not keep.any():  # the selection keeps one per structure; a user-set keep may not
-                unit = {"heads": "head", "neurons": "neuron"}.get(structure.kind, "hidden channel")
+                unit = {"heads": "head", "head_dims": "head feature", "neurons": "neuron"}.get(
+                    structure.kind, "hidden channel"
+                )
                 raise CompactionError(
                     f"{structure.name or 'the model'}: every {unit} would be removed; keep at "
                     "least one"
@@ -1309,6 +1477,29 @@ class StructuredPruner:
         _update_config(model, self.structures, keeps)
         _check(reference, model, example_inputs, rtol=rtol, atol=atol)
         return model
+
+
+def _feature_runs(structure: Structure, ratio: Tensor) -> list[tuple[float, list[int]]]:
+    """The order a ``head_dims`` structure's features go in, as runs that take one feature from
+    every head (so the heads stay equally wide): the r-th run of the query/key features takes each
+    head's r-th least important one, and the same for the value features, each with its mean
+    ratio (they rise along r). The two kinds of feature are ranked each relative to its own mean
+    (a query/key feature's weights and a value feature's are not on one scale). Every head keeps
+    its most important feature of each."""
+    size = structure.head_dim + structure.value_dim
+    heads = structure.size // size
+    runs = []
+    offset = 0
+    for width in (structure.head_dim, structure.value_dim):
+        block = ratio[offset : offset + heads * width].view(heads, width)
+        block = block / block.mean().clamp_min(1e-12)
+        order = torch.argsort(block, dim=1, stable=True)
+        first = offset + torch.arange(heads) * width
+        for rank in range(width - 1):
+            picked = order[:, rank]
+            runs.append((float(block.gather(1, picked[:, None]).mean()), (first + picked).tolist()))
+        offset += heads * width
+    return runs
 
 
 @dataclass
@@ -1340,7 +1531,7 @@ def _removed_and_macs(
 ) -> tuple[int, float, float]:
     """Parameters removed, and MACs per sequence before and after: every owned tensor's kept size
     is the product of what the structures keep along each of its dims; attention products are
-    ``2 · tokens² · head_dim`` per kept query head."""
+    ``tokens² · width`` per kept query head, ``tokens²`` per kept head feature."""
     removed = 0
     before = after = 0.0
     for entry in ledger:
@@ -1357,8 +1548,10 @@ def _removed_and_macs(
             before += float(dense) * tokens
             after += float(kept) * tokens
     for structure, keep in zip(structures, keeps):
-        if structure.kind == "heads":
-            per_unit = 2.0 * tokens * tokens * structure.head_dim * structure.heads_per_unit
+        if structure.kind in ("heads", "head_dims"):
+            per_unit = float(tokens * tokens)
+            if structure.kind == "heads":
+                per_unit *= structure.width * structure.heads_per_unit
             before += per_unit * structure.size
             after += per_unit * int(keep.sum())
     return removed, before, after

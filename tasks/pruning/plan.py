@@ -28,7 +28,7 @@ METHODS = (*ESTIMATORS, *CALIBRATED_ONLY)
 ALLOCATIONS = ("auto", "global", "layer")
 # transformer units: attention heads (key/value groups under GQA), MLP hidden neurons and the
 # residual stream's channels (hidden), one kind or several joined by "+" (UnitGranularity.parse)
-UNITS_HINT = "heads, neurons, hidden or several joined by +, e.g. heads+neurons"
+UNITS_HINT = "heads, head_dims, neurons, hidden or several joined by +, e.g. heads+neurons"
 BUDGETS = ("units", "params", "macs")
 
 

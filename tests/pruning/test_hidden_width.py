@@ -337,5 +337,7 @@ def test_plan_spells_each_set_of_units_once():
     plan = PruningPlan(method="taylor", granularity="hidden+heads", sparsity=0.25)
     assert str(plan.granularity) == "heads+hidden" and plan.units
     assert plan.structured_options()["hidden"] == 0.25
-    with pytest.raises(ValueError, match="for transformers: heads, neurons, hidden or several"):
+    with pytest.raises(
+        ValueError, match="for transformers: heads, head_dims, neurons, hidden or several"
+    ):
         PruningPlan(method="taylor", granularity="heads+heads")

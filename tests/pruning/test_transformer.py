@@ -384,7 +384,7 @@ def test_removing_every_head_is_a_clear_error():
             "method: expected one of magnitude, taylor, movement, hard_concrete, got 'wanda'",
         ),
         ({"allocation": "uniform"}, "allocation: expected 'layer' or 'global', got 'uniform'"),
-        ({"heads": 0.0, "neurons": 0.0}, "heads, neurons and hidden are all 0"),
+        ({"heads": 0.0, "neurons": 0.0}, "heads, head_dims, neurons and hidden are all 0"),
         ({"heads": -0.1}, r"heads must be in \[0, 1\)"),
         ({"neurons": "half"}, "neurons must be a number in"),
         ({"update_every": 0}, "update_every must be an int >= 1, got 0"),
@@ -430,11 +430,14 @@ def test_a_params_or_macs_budget_is_reached_within_one_unit_and_every_block_keep
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"heads": 0.5, "macs": 0.5}, "give fractions of heads, neurons or hidden, or one budget"),
+        (
+            {"heads": 0.5, "macs": 0.5},
+            "give fractions of heads, head_dims, neurons or hidden, or one budget",
+        ),
         ({"params": 0.5, "macs": 0.2}, "or one budget \\(params or macs\\), got params, macs"),
         (
             {"macs": 0.5, "kinds": ["layers"]},
-            "kinds: a macs budget takes some of heads, neurons, hidden, got",
+            "kinds: a macs budget takes some of heads, head_dims, neurons, hidden, got",
         ),
         ({"params": 0.5, "kinds": "hidden"}, "kinds: a params budget takes some of"),
         ({"macs": 0.5, "tokens": 0}, "tokens must be an int >= 1, got 0"),
