@@ -184,6 +184,33 @@ def test_vit_run_narrows_the_hidden_width_and_exports_the_narrower_vit(tmp_path)
     )
 
 
+def test_vit_run_thins_every_head_and_exports_the_thinner_vit(tmp_path):
+    from masking.layers import SlimMultiheadAttention
+
+    overrides = ["pruning.granularity=head_dims", "pruning=magnitude"]
+    run(compose_config(tmp_path, [*vit_fast(tmp_path), *overrides]))
+    report = read_json(tmp_path / "prune_report.json")
+    assert report["granularity"] == "head_dims" and report["finalize"] == "compact"
+    # 4 heads of 8 query/key and 8 value features: half of the 64 go, whole ones of every head
+    assert [(r["kind"], r["units"], r["kept_units"]) for r in report["layers"]] == [
+        ("head_dims", 64, 32)
+    ] * 2
+    # a query/key feature costs its q and k rows and a score per token pair, a value feature
+    # its v row, its out_proj column and a weighted sum per token pair: the same, so the MACs are
+    # known whichever split each block learned
+    feature = 2 * 5 * 32 + 5 * 5
+    dense_macs = report["dense"]["macs"]
+    assert report["final"]["macs"] == dense_macs - 2 * 32 * feature
+    final, masked = report["accuracy"]["final"], report["accuracy"]["masked_after_finetune"]
+    assert abs(final - masked) <= 100 / 359 + 1e-9  # compaction is exact (checked to 1e-5)
+    model = load_pruned(tmp_path / "export")
+    attentions = [m for m in model.modules() if isinstance(m, SlimMultiheadAttention)]
+    assert [m.num_heads for m in attentions] == [4, 4]
+    assert all(m.head_dim + m.value_dim == 8 for m in attentions)
+    assert sum(p.numel() for p in model.parameters()) == report["final"]["params"]
+    assert model(torch.rand(3, 3, 16, 16)).shape == (3, 10)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
