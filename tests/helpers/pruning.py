@@ -1,11 +1,12 @@
 """Pruning test helpers: a small network and its training loop, channel selections and masked
-references for compaction."""
+references for compaction; a small ViT and a few steps of training its transformer masks."""
 
 from __future__ import annotations
 
 import copy
 
 import torch
+import torchvision
 from torch import Tensor, nn
 
 from masking.pruning import ChannelGroup, Pruner
@@ -79,3 +80,40 @@ def train(net: nn.Module, pruner: Pruner, steps: int) -> None:
         weights.step()
         if masks:
             masks.step()
+
+
+# a small torchvision ViT and two images for it: structure, not accuracy, is under test
+IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+SMALL_VIT = {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 4, "hidden_dim": 32}
+
+
+def small_vit(**extra) -> nn.Module:
+    return torchvision.models.VisionTransformer(**SMALL_VIT, mlp_dim=64, num_classes=10, **extra)
+
+
+def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-zero biases and no zero-initialised weights (torchvision's ViT head), so a misplaced row
+    or column shows; the model in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1 or not p.any():
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def train_masks(model: nn.Module, pruner, steps: int, *, lr: float = 0.01) -> None:
+    """``steps`` steps of a :class:`~masking.pruning.StructuredPruner` on :data:`IMAGES`: SGD on
+    the weights at ``lr``, Adam at 0.05 on the estimator's scores or gates, its penalty added."""
+    weights = torch.optim.SGD(pruner.weight_parameters(), lr=lr)
+    masks = pruner.mask_parameters()
+    optimizers = [weights, *([torch.optim.Adam(masks, lr=0.05)] if masks else [])]
+    labels = torch.tensor([1, 7])
+    for step in range(steps):
+        pruner.step(step)
+        loss = nn.functional.cross_entropy(model(IMAGES), labels) + pruner.penalty()
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()

@@ -16,24 +16,7 @@ from masking.pruning import export_pruned, load_pruned
 from masking.pruning.graph import CompactionError
 from masking.pruning.transformer import StructuredPruner, find_structures
 from tasks.pruning.plan import PruningPlan
-
-IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-
-
-def small_vit() -> nn.Module:
-    return torchvision.models.VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64
-    )
-
-
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-zero biases and no zero-initialised weights, so a misplaced row or column shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1 or not p.any():
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return model.eval()
+from tests.helpers.pruning import IMAGES, randomise, small_vit, train_masks
 
 
 def run(model: nn.Module) -> torch.Tensor:
@@ -116,18 +99,7 @@ def test_learned_estimators_keep_the_heads_equally_wide(method):
         neurons=0.5,
         penalty=0.1 if method == "hard_concrete" else 0.0,
     )
-    weights = torch.optim.SGD(pruner.weight_parameters(), lr=0.05)
-    masks = (
-        torch.optim.Adam(pruner.mask_parameters(), lr=0.05) if pruner.mask_parameters() else None
-    )
-    for step in range(4):
-        pruner.step(step)
-        loss = nn.functional.cross_entropy(model(IMAGES), torch.tensor([1, 7])) + pruner.penalty()
-        for optimizer in filter(None, (weights, masks)):
-            optimizer.zero_grad()
-        loss.backward()
-        for optimizer in filter(None, (weights, masks)):
-            optimizer.step()
+    train_masks(model, pruner, 4, lr=0.05)
     model.eval()
     masked = run(model)
     slim = pruner.compact((IMAGES,))

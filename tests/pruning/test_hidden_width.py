@@ -19,23 +19,7 @@ from masking.pruning import export_pruned, load_pruned
 from masking.pruning.graph import CompactionError
 from masking.pruning.transformer import StructuredPruner, find_structures
 from tasks.pruning.plan import PruningPlan
-
-IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-SMALL = {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 4, "hidden_dim": 32}
-
-
-def small_vit(**extra) -> nn.Module:
-    return torchvision.models.VisionTransformer(**SMALL, mlp_dim=64, num_classes=10, **extra)
-
-
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-zero biases, head and norm shifts, so a misplaced channel shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1 or not p.any():
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return model.eval()
+from tests.helpers.pruning import IMAGES, randomise, small_vit, train_masks
 
 
 def run(model: nn.Module) -> torch.Tensor:
@@ -134,21 +118,8 @@ def test_learned_estimators_train_the_shared_channel_mask(method):
         penalty=0.1 if method == "hard_concrete" else 0.0,
     )
     hidden = next(i for i, s in enumerate(pruner.structures) if s.kind == "hidden")
-    weights = torch.optim.SGD(pruner.weight_parameters(), lr=0.01)
-    masks = (
-        torch.optim.Adam(pruner.mask_parameters(), lr=0.05) if pruner.mask_parameters() else None
-    )
     start = pruner.sources[hidden].importance().clone()
-    for step in range(3):
-        pruner.step(step)
-        loss = nn.functional.cross_entropy(model(IMAGES), torch.tensor([1, 7])) + pruner.penalty()
-        weights.zero_grad()
-        if masks:
-            masks.zero_grad()
-        loss.backward()
-        weights.step()
-        if masks:
-            masks.step()
+    train_masks(model, pruner, 3)
     assert not torch.equal(start, pruner.sources[hidden].importance())
     model.eval()
     masked = run(model)

@@ -19,22 +19,11 @@ from torch import nn
 from masking.pruning import export_pruned, load_pruned
 from masking.pruning.graph import CompactionError
 from masking.pruning.transformer import SUPPORTED_ATTENTION, StructuredPruner, find_structures
+from tests.helpers.pruning import IMAGES, randomise, small_vit, train_masks
 
 transformers = pytest.importorskip("transformers")
 
 TOKENS = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
-
-
-def small_vit() -> nn.Module:
-    return torchvision.models.VisionTransformer(
-        image_size=32,
-        patch_size=8,
-        num_layers=2,
-        num_heads=4,
-        hidden_dim=32,
-        mlp_dim=64,
-        num_classes=10,
-    )
 
 
 def vit_b_16() -> nn.Module:
@@ -72,7 +61,6 @@ def bert() -> nn.Module:
     )
 
 
-IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 MODELS = {
     "small_vit": (small_vit, (IMAGES,)),
     "vit_b_16": (vit_b_16, (IMAGES,)),
@@ -88,17 +76,6 @@ def forward(model: nn.Module, inputs) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         return out
     return out.logits if hasattr(out, "logits") else out.last_hidden_state
-
-
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-zero biases and no zero-initialised weights (torchvision's ViT head), so a misplaced row
-    or column shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1 or not p.any():
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -220,22 +197,8 @@ def test_learned_estimators_train_and_compact(method):
         neurons=0.5,
         penalty=0.1 if method == "hard_concrete" else 0.0,
     )
-    weights = torch.optim.SGD(pruner.weight_parameters(), lr=0.01)
-    masks = (
-        torch.optim.Adam(pruner.mask_parameters(), lr=0.05) if pruner.mask_parameters() else None
-    )
-    labels = torch.tensor([1, 7])
     start = [s.importance().clone() for s in pruner.sources]
-    for step in range(4):
-        pruner.step(step)
-        loss = nn.functional.cross_entropy(model(IMAGES), labels) + pruner.penalty()
-        weights.zero_grad()
-        if masks:
-            masks.zero_grad()
-        loss.backward()
-        weights.step()
-        if masks:
-            masks.step()
+    train_masks(model, pruner, 4)
     assert any(not torch.equal(a, s.importance()) for a, s in zip(start, pruner.sources))
     if method == "hard_concrete":
         assert float(pruner.penalty()) > 0
