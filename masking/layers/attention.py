@@ -141,19 +141,12 @@ class SlimMultiheadAttention(nn.Module):
         heads, size, value_size = self.num_heads, self.head_dim, self.value_dim
         widths = [heads * size, heads * size, heads * value_size]
         sizes = (size, size, value_size)
-        if fused:
+        if fused:  # views of one GEMM's output, (batch, heads, seq, features) each
             projected = F.linear(query, self.in_proj_weight, self.in_proj_bias)
-            if value_size == size:
-                q, k, v = (
-                    projected.view(batch, length, 3, heads, size)
-                    .permute(2, 0, 3, 1, 4)  # (3, batch, heads, seq, head_dim)
-                    .unbind(0)
-                )
-            else:
-                q, k, v = (
-                    part.view(batch, length, heads, d).transpose(1, 2)
-                    for part, d in zip(projected.split(widths, -1), sizes)
-                )
+            q, k, v = (
+                part.view(batch, length, heads, d).transpose(1, 2)
+                for part, d in zip(projected.split(widths, -1), sizes)
+            )
         else:
             weight = self.in_proj_weight.split(widths)
             bias = [None] * 3 if self.in_proj_bias is None else self.in_proj_bias.split(widths)

@@ -260,7 +260,7 @@ def _structure(name, kind, family, module, size, slices, output, **extra) -> Str
     return Structure(name, kind, family, module, size, slices, output, **extra)
 
 
-def _mha(name: str, module: nn.Module) -> Structure:
+def _check_mha(name: str, module: nn.Module) -> None:
     if getattr(module, "in_proj_weight", None) is None:
         raise ValueError(
             f"{name}: nn.MultiheadAttention with separate q/k/v weights (kdim or vdim differ from "
@@ -270,15 +270,24 @@ def _mha(name: str, module: nn.Module) -> Structure:
         raise ValueError(
             f"{name}: nn.MultiheadAttention with add_bias_kv or add_zero_attn is not supported"
         )
+
+
+def _head_rows(module: nn.Module) -> tuple[Tensor, Tensor]:
+    """The head of every ``in_proj_weight`` row (q, k, then v) and of every ``out_proj`` column."""
     heads, head_dim, value_dim = _mha_dims(module)
     inner = heads * head_dim
-    rows = torch.cat(
-        [torch.arange(2 * inner) % inner // head_dim, _blocks(heads * value_dim, value_dim)]
-    )
+    values = _blocks(heads * value_dim, value_dim)
+    return torch.cat([torch.arange(2 * inner) % inner // head_dim, values]), values
+
+
+def _mha(name: str, module: nn.Module) -> Structure:
+    _check_mha(name, module)
+    heads, head_dim, value_dim = _mha_dims(module)
+    rows, columns = _head_rows(module)
     slices = [Slice(module, "in_proj_weight", 0, rows)]
     if module.in_proj_bias is not None:
         slices.append(Slice(module, "in_proj_bias", 0, rows))
-    output = Slice(module.out_proj, "weight", 1, _blocks(heads * value_dim, value_dim))
+    output = Slice(module.out_proj, "weight", 1, columns)
     slices.append(output)
     return _structure(
         name,
@@ -302,7 +311,7 @@ def _mha_dims(module: nn.Module) -> tuple[int, int, int]:
 def _mha_features(name: str, module: nn.Module) -> Structure:
     """The head features of an ``nn.MultiheadAttention``: units ``h · head_dim + d`` are query/key
     feature ``d`` of head ``h``, then ``heads · head_dim + h · value_dim + d`` value feature ``d``."""
-    heads_structure = _mha(name, module)  # the same checks
+    _check_mha(name, module)
     heads, head_dim, value_dim = _mha_dims(module)
     inner = heads * head_dim
     qk = torch.arange(inner)
@@ -319,7 +328,7 @@ def _mha_features(name: str, module: nn.Module) -> Structure:
         name,
         "head_dims",
         "mha_features",
-        heads_structure.module,
+        module,
         heads * (head_dim + value_dim),
         slices,
         output,
@@ -815,24 +824,35 @@ def _compact_generic(structure: Structure, keep: Tensor, model: nn.Module) -> No
         structure.module.intermediate_size = int(keep.sum())
 
 
-def _slim_copy(old: nn.Module, keep: Tensor) -> SlimMultiheadAttention:
-    """A :class:`SlimMultiheadAttention` with ``old``'s weights of the heads ``keep`` marks."""
-    slim = SlimMultiheadAttention.like(old, num_heads=int(keep.sum()))
-    heads, head_dim, value_dim = _mha_dims(old)
-    inner = heads * head_dim
-    values = _blocks(heads * value_dim, value_dim)
-    rows = torch.cat([torch.arange(2 * inner) % inner // head_dim, values])
-    index = torch.nonzero(keep[rows]).flatten()
-    columns = torch.nonzero(keep[values]).flatten()
+def _slim_from(
+    old: nn.Module,
+    slim: SlimMultiheadAttention,
+    rows: Tensor,
+    columns: Tensor,
+    queries: int = 0,
+    scale: float = 1.0,
+) -> SlimMultiheadAttention:
+    """``slim`` holding ``old``'s ``in_proj`` ``rows`` (the first ``queries`` of them times
+    ``scale``) and ``out_proj`` ``columns``, in ``old``'s mode."""
     with torch.no_grad():
-        slim.in_proj_weight.copy_(old.in_proj_weight.index_select(0, index))
-        if old.in_proj_bias is not None:
-            slim.in_proj_bias.copy_(old.in_proj_bias.index_select(0, index))
+        for name in ("in_proj_weight", "in_proj_bias"):
+            if getattr(old, name) is not None:
+                kept = getattr(old, name).index_select(0, rows)
+                kept[:queries] *= scale
+                getattr(slim, name).copy_(kept)
         slim.out_proj.weight.copy_(old.out_proj.weight.index_select(1, columns))
         if old.out_proj.bias is not None:
             slim.out_proj.bias.copy_(old.out_proj.bias)
-    slim.train(old.training)
-    return slim
+    return slim.train(old.training)
+
+
+def _slim_copy(old: nn.Module, keep: Tensor) -> SlimMultiheadAttention:
+    """A :class:`SlimMultiheadAttention` with ``old``'s weights of the heads ``keep`` marks."""
+    rows, columns = _head_rows(old)
+    slim = SlimMultiheadAttention.like(old, num_heads=int(keep.sum()))
+    return _slim_from(
+        old, slim, torch.nonzero(keep[rows]).flatten(), torch.nonzero(keep[columns]).flatten()
+    )
 
 
 def _compact_mha(structure: Structure, keep: Tensor, model: nn.Module) -> None:
@@ -863,18 +883,7 @@ def _compact_mha_features(structure: Structure, keep: Tensor, model: nn.Module) 
         old, num_heads=heads, head_dim=kept_qk, value_dim=kept_values
     )
     scale = (kept_qk / head_dim) ** 0.5  # q·k / √head_dim = (scale·q)·k / √kept_qk
-    with torch.no_grad():
-        weight = old.in_proj_weight.index_select(0, index)
-        weight[: len(q_rows)] *= scale
-        slim.in_proj_weight.copy_(weight)
-        if old.in_proj_bias is not None:
-            bias = old.in_proj_bias.index_select(0, index)
-            bias[: len(q_rows)] *= scale
-            slim.in_proj_bias.copy_(bias)
-        slim.out_proj.weight.copy_(old.out_proj.weight.index_select(1, columns))
-        if old.out_proj.bias is not None:
-            slim.out_proj.bias.copy_(old.out_proj.bias)
-    slim.train(old.training)
+    slim = _slim_from(old, slim, index, columns, queries=len(q_rows), scale=scale)
     _replace(model, structure.name, slim)
     structure.module = slim
 
