@@ -199,6 +199,20 @@ def table(rows: list[dict], dense_ppl: float, batches: list[int]) -> list[str]:
     return lines
 
 
+def _schedule(pruning) -> str:
+    """The pruning schedule in words: when the units go."""
+    start, end = pruning.ramp
+    if pruning.schedule == "one_shot":
+        return "one shot" + (" at the first step" if start == 0 else f" at {start:g} of the steps")
+    part = "the first half" if (start, end) == (0, 0.5) else f"{start:g} to {end:g} of the steps"
+    return f"{pruning.schedule} schedule over {part}"
+
+
+def _extra(overrides: list[str]) -> str:
+    """The command line's extra overrides, as they follow the job's command."""
+    return "".join(f" {o}" for o in overrides)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None)
@@ -248,7 +262,8 @@ def main() -> None:
         "",
         "Settings. Ours: `python run.py task=prune_lm pruning=<method> "
         "pruning.granularity=<heads|neurons|hidden, or several joined by +> pruning.sparsity=<s> "
-        f"task.finetune_steps={steps}` (per-layer allocation, cubic schedule over the first half, "
+        f"task.finetune_steps={steps}{_extra(args.overrides)}` (per-layer allocation, "
+        f"{_schedule(cfg.pruning)}, "
         "compacted; the MAC-budget settings add `pruning.budget=macs`, so that `s` is the share "
         f"of the attention and MLP MACs to remove). Torch-Pruning {_tp_version()}: its "
         "`prune_llm.py` recipe (MetaPruner, "
