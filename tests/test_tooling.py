@@ -63,6 +63,25 @@ def test_partial_conv_breakdown_writes_its_report(tmp_path):
     assert bad.returncode != 0 and "--holes must lie in [0, 1)" in bad.stderr
 
 
+def test_attention_widths_benchmark_times_every_stage_of_every_width(tmp_path):
+    out = tmp_path / "aw"
+    args = ["--rounds", "1", "--batch", "2", "--tokens", "5", "--embed", "16", "--heads", "2"]
+    result = run_script(
+        "benchmarks/bench_attention_widths.py", *args, "--widths", "8:8", "3:5", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    rows = payload["results"]
+    assert [(r["q"], r["v"]) for r in rows] == [(8, 8), (3, 5)]
+    # 5 tokens · 16 wide · 2 heads · (2q + v), the core 5² · 2 · (q + v), out 5 · 2 · v · 16; ×2
+    assert rows[1]["macs"] == {"in": 3520, "core": 800, "out": 1600, "module": 5920}
+    assert rows[0]["mac_reduction"] == 1.0 and rows[1]["mac_reduction"] == 11840 / 5920
+    assert all(t > 0 for r in rows for t in r["median_ms"].values())
+    assert "| 3:5 |" in out.with_suffix(".md").read_text()
+    bad = run_script("benchmarks/bench_attention_widths.py", "--widths", "8", "--out", str(out))
+    assert bad.returncode != 0 and "expected q:v with two ints, got '8'" in bad.stderr
+
+
 def test_mask_product_benchmark_writes_its_report(tmp_path):
     out = tmp_path / "mp"
     result = run_script(
