@@ -3,7 +3,8 @@ leaves, stage by stage, side by side with the dense widths.
 
     python benchmarks/bench_attention_widths.py         # the digits ViT's attention: batch 32,
                                                          # 17 tokens, width 192, 8 heads of 24
-    python benchmarks/bench_attention_widths.py --tokens 197 --widths 64:64 32:32 24:40
+    python benchmarks/bench_attention_widths.py --variant vit-s-197 --tokens 197 --embed 384 \
+        --heads 6 --batch 8 --widths 64:64 48:48 32:32 31:33 16:16
 
 Every width pair ``q:v`` (query/key features and value features per head) is timed as the module
 computes it, under ``no_grad``:
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--embed", type=int, default=192, help="model width (192)")
     parser.add_argument("--heads", type=int, default=8, help="heads (8)")
     parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds (40)")
+    parser.add_argument("--variant", default=None, help="appended to the result's name")
     parser.add_argument("--out", type=Path, default=None, help="results folder or file stem")
     args = parser.parse_args(argv)
     for name in ("batch", "tokens", "embed", "heads", "rounds"):
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         row["core_speedup"] = first["median_ms"]["core"] / row["median_ms"]["core"]
     payload = {
         "benchmark": "attention_widths",
+        "variant": args.variant,
         **provenance(torch.device("cpu")),
         "rounds": args.rounds,
         "config": {k: getattr(args, k) for k in ("batch", "tokens", "embed", "heads")},
