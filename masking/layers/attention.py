@@ -23,6 +23,11 @@ __all__ = ["SlimMultiheadAttention"]
 # scaled_dot_product_attention: at a ViT's 17 tokens (batch 32, 8 heads of 24) 1.12 against
 # 1.55 ms for the whole module on 2 cores; from about 128 keys on the fused kernel is faster.
 EXPLICIT_SCORES_UP_TO = 64
+# With values narrower or wider than queries and keys (head features pruned unevenly) the CPU's
+# scaled_dot_product_attention leaves its fused kernel: at 197 tokens (batch 8, 6 heads, width
+# 384) the module took 11.9 ms at 31:33 query/key:value features against 8.0 ms at 32:32, with
+# the scores multiplied out in 3.7 ms (benchmarks/bench_attention_widths.py). Such heads always
+# multiply out their scores on the CPU.
 
 
 class SlimMultiheadAttention(nn.Module):
@@ -157,7 +162,10 @@ class SlimMultiheadAttention(nn.Module):
         bias = self._score_bias(attn_mask, key_padding_mask, is_causal, batch, length, source, q)
         dropout = self.dropout if self.training else 0.0
         weights = None
-        if need_weights or (source <= EXPLICIT_SCORES_UP_TO and q.device.type == "cpu"):
+        explicit = q.device.type == "cpu" and (
+            source <= EXPLICIT_SCORES_UP_TO or size != value_size
+        )
+        if need_weights or explicit:
             scores = torch.matmul(q * size**-0.5, k.transpose(-2, -1))
             if bias is not None:
                 scores = scores + bias
