@@ -16,10 +16,10 @@ embeddings untouched), one ratio for the hidden size, the MLP and the heads,
 ``GroupMagnitudeImportance(p=2, group_reduction="mean")`` (the example's ``GroupNormImportance``,
 renamed in 1.6), ``round_to=4``, the output head ignored, one shot, the model's attributes updated
 afterwards; its ratio is chosen so that its MACs match ours, and it fine-tunes for the same steps
-with the job's optimizer and schedule. Where ours removes key/value groups or MLP neurons (not the
-hidden width) at a fraction, a second Torch-Pruning row removes exactly those units at the same
-fraction (``pruning_ratio_dict`` for the attention's or the MLP's layers, every other width 0):
-the same units, so the same MACs, ranked by its importance.
+with the job's optimizer and schedule. Where ours removes key/value groups, MLP neurons or hidden
+channels at a fraction, a second Torch-Pruning row removes exactly those units at the same
+fraction (``pruning_ratio_dict`` for the attention's or the MLP's layers or the token embedding,
+every other width 0): the same units, so the same MACs, ranked by its importance.
 
 Torch-Pruning 1.6.0 does not finish building its dependency graph on grouped-query attention (the
 embedded model's 8 query heads in 4 key/value groups: over 10 minutes in
@@ -81,8 +81,9 @@ def _tp_prune(
 ) -> nn.Module:
     """Torch-Pruning's LLM recipe on a Hugging Face Llama, then the attributes its example updates.
     ``units``: None, its recipe (one ratio for the hidden size, the MLP and the heads); "heads",
-    "neurons" or "heads+neurons", those units and nothing else (the ratio given to the attention's
-    or the MLP's layers through ``pruning_ratio_dict``, every other width at 0). Building the pruner
+    "neurons", "hidden" or several joined by "+", those units and nothing else (the ratio given
+    through ``pruning_ratio_dict`` to the attention's or the MLP's layers, or to the token
+    embedding, whose group is the residual stream's; every other width at 0). Building the pruner
     traces the network (eval mode): the mode is restored."""
     import torch_pruning as tp
 
@@ -97,9 +98,11 @@ def _tp_prune(
         elif name.endswith("mlp") and hasattr(module, "gate_proj"):
             mlps.append(module.gate_proj)
     kinds = set() if units is None else set(units.split("+"))
-    if not kinds <= {"heads", "neurons"}:
-        raise ValueError(f"units must be None or heads and/or neurons joined by +, got {units!r}")
+    if not kinds <= {"heads", "neurons", "hidden"}:
+        raise ValueError(f"units must be None or heads, neurons, hidden joined by +, got {units!r}")
     chosen = (attention if "heads" in kinds else []) + (mlps if "neurons" in kinds else [])
+    if "hidden" in kinds:
+        chosen.append(net.get_input_embeddings())
     training = net.training
     pruner = tp.pruner.MetaPruner(
         net,
@@ -271,10 +274,10 @@ def main() -> None:
         "heads, `GroupMagnitudeImportance(p=2, group_reduction='mean')` (the example's "
         "`GroupNormImportance`), `round_to=4`, `lm_head` "
         "ignored, one shot), its ratio chosen so its MACs match ours, then the same fine-tuning. "
-        "Where ours removes heads or MLP neurons at a fraction, a second Torch-Pruning row "
-        "removes the same units at the same fraction and nothing else: `pruning_ratio_dict` "
-        "gives the attention's (heads) and the MLP's (neurons) layers the fraction, every other "
-        "width 0.",
+        "Where ours removes heads, MLP neurons or hidden channels at a fraction, a second "
+        "Torch-Pruning row removes the same units at the same fraction and nothing else: "
+        "`pruning_ratio_dict` gives the attention's (heads) and the MLP's (neurons) layers or the "
+        "token embedding (the residual stream's group: hidden) the fraction, every other width 0.",
     ]
     grouped = net.num_key_value_heads != net.num_attention_heads
     if grouped:
@@ -293,7 +296,7 @@ def main() -> None:
         if not grouped:
             ratio, _ = _tp_ratio(dense, ids, rows[0]["final"]["macs"])
             rows.append(torch_pruning_entry(cfg, dense, datamodule, ratio, work / f"tp-{ratio}"))
-            if not budget and "hidden" not in granularity:  # the same units as ours
+            if not budget:  # the same units as ours
                 root = work / f"tp-{granularity}-{sparsity}"
                 rows.append(
                     torch_pruning_entry(cfg, dense, datamodule, sparsity, root, granularity)

@@ -267,6 +267,10 @@ def test_language_model_units_benchmark_writes_ours_and_torch_pruning(tmp_path):
     widths = payload["results"]["25 % of key/value groups, of MLP neurons and of the hidden width"]
     assert widths["rows"][2]["method"].startswith("Torch-Pruning")
     assert all(r["final"]["macs"] < r["dense"]["macs"] for r in widths["rows"])
+    # with the hidden width too, the same units: a quarter of the 32-wide stream, ours and its
+    same = widths["rows"][3]
+    assert same["method"].startswith("Torch-Pruning, heads+neurons+hidden only")
+    assert same["hidden_size"] == 24 and same["final"]["macs"] == widths["rows"][0]["final"]["macs"]
 
 
 @pytest.mark.slow
