@@ -25,8 +25,8 @@ __all__ = ["SlimMultiheadAttention"]
 EXPLICIT_SCORES_UP_TO = 64
 # With values narrower or wider than queries and keys (head features pruned unevenly) the CPU's
 # scaled_dot_product_attention leaves its fused kernel: at 197 tokens (batch 8, 6 heads, width
-# 384) the module took 11.9 ms at 31:33 query/key:value features against 8.0 ms at 32:32, with
-# the scores multiplied out in 3.7 ms (benchmarks/bench_attention_widths.py). Such heads always
+# 384) the module took 11.9 ms at 31:33 query/key:value features against 8.0 ms at 32:32, and
+# 10.9 ms with the scores multiplied out (benchmarks/bench_attention_widths.py). Such heads always
 # multiply out their scores on the CPU.
 
 
