@@ -211,11 +211,6 @@ def _schedule(pruning) -> str:
     return f"{pruning.schedule} schedule over {part}"
 
 
-def _extra(overrides: list[str]) -> str:
-    """The command line's extra overrides, as they follow the job's command."""
-    return "".join(f" {o}" for o in overrides)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None)
@@ -265,7 +260,7 @@ def main() -> None:
         "",
         "Settings. Ours: `python run.py task=prune_lm pruning=<method> "
         "pruning.granularity=<heads|neurons|hidden, or several joined by +> pruning.sparsity=<s> "
-        f"task.finetune_steps={steps}{_extra(args.overrides)}` (per-layer allocation, "
+        f"task.finetune_steps={' '.join([str(steps), *args.overrides])}` (per-layer allocation, "
         f"{_schedule(cfg.pruning)}, "
         "compacted; the MAC-budget settings add `pruning.budget=macs`, so that `s` is the share "
         f"of the attention and MLP MACs to remove). Torch-Pruning {_tp_version()}: its "
